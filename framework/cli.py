@@ -1,0 +1,217 @@
+"""The ``lungseg`` command line. User mistakes print one line and exit 2 (``--debug`` for more)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from lungseg import __version__
+from lungseg.errors import LungsegError
+
+EXIT_USER_ERROR = 2
+
+
+def _recipe(args: argparse.Namespace):
+    from lungseg.manager import load_registry
+    from lungseg.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set or [])
+    recipe.check_plugins(load_registry())  # every plugin name and parameter, before any work
+    return recipe
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from lungseg.synth import write_dataset
+
+    root = write_dataset(
+        args.out,
+        args.cases,
+        seed=args.seed,
+        size=args.size,
+        slices=args.slices,
+        abdomen_slices=args.abdomen_slices,
+        test_cases=args.test_cases,
+    )
+    print(f"synthetic dataset: {root}")
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from lungseg.preprocess import run_preprocess
+
+    recipe = _recipe(args)
+    report = run_preprocess(
+        recipe, workers=args.workers, shard=args.shard, overwrite=args.overwrite
+    )
+    rate = report.slices / report.seconds if report.seconds else 0.0
+    print(
+        f"store: {recipe.store.path} ({len(report.written)} cases written, "
+        f"{len(report.skipped)} already complete, {report.slices} slices, {rate:.0f} slices/s)"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    recipe = _recipe(args)
+    from lungseg.train import train
+
+    result = train(recipe, resume=args.resume)
+    if result.is_global_zero:
+        print(f"best checkpoint: {result.best}\nlast checkpoint: {result.last}")
+    return 0
+
+
+def _print_metrics(metrics: dict, output: str) -> None:
+    dice = metrics["mean_case_dice"]
+    shown = "n/a" if dice is None else f"{dice:.4f}"
+    print(f"mean_case_dice ({metrics['split']}): {shown}")
+    print(f"metrics: {Path(output) / 'metrics.json'}")
+    if (Path(output) / "loss_curve.png").is_file():
+        print(f"loss curve: {Path(output) / 'loss_curve.png'}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    recipe = _recipe(args)
+    from lungseg.evaluate import evaluate
+
+    _print_metrics(evaluate(recipe, args.checkpoint, args.split), recipe.output)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from lungseg.predict import predict
+
+    report = predict(
+        args.checkpoint, args.inputs, args.out, threshold=args.threshold, device=args.device
+    )
+    for path in report.written:
+        print(f"mask: {path}")
+    for name, why in report.failed.items():
+        print(
+            f"lungseg: error: {why}" if name in why else f"lungseg: error: {name}: {why}",
+            file=sys.stderr,
+        )
+    if report.failed:
+        print(
+            f"lungseg: {len(report.failed)} input(s) failed: {', '.join(report.failed)}",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    recipe = _recipe(args)
+    from lungseg.pipeline import run
+
+    return run(recipe)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from lungseg.manager import load_registry
+    from lungseg.registry import KINDS
+
+    registry = load_registry()
+    plurals = {"loss": "losses"}
+    for kind in KINDS:
+        print(f"{plurals.get(kind, kind + 's')}:")
+        for entry in registry.entries(kind):
+            print(f"  {entry.name:<16} [{entry.plugin}] ({entry.signature()})")
+            if entry.description:
+                print(f"  {'':<16} {entry.description}")
+    for name, why in sorted(registry.broken.items()):
+        print(f"broken plugin {name}: {why}")
+    return 0
+
+
+def _add_recipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="YAML recipe")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe key (value parsed as YAML); repeatable",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lungseg", description="Lung-tumour segmentation from chest CT."
+    )
+    parser.add_argument("--version", action="version", version=f"lungseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic CT dataset in the MSD Task06_Lung layout")
+    p.add_argument("out")
+    p.add_argument("--cases", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=64, help="in-plane voxels")
+    p.add_argument("--slices", type=int, default=72)
+    p.add_argument("--abdomen-slices", type=int, default=30)
+    p.add_argument("--test-cases", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("preprocess", help="preprocess the recipe's data into its Zarr slice store")
+    _add_recipe(p)
+    p.add_argument(
+        "--workers", type=int, default=None, help="parallel processes (default: all cores)"
+    )
+    p.add_argument("--shard", default=None, metavar="I/N", help="only every N-th case from I")
+    p.add_argument("--overwrite", action="store_true", help="rebuild a store made by another chain")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("train", help="train the recipe's model")
+    _add_recipe(p)
+    p.add_argument("--resume", action="store_true", help="continue from checkpoints/last.ckpt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate the best checkpoint on validation cases")
+    _add_recipe(p)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--split", default="val", choices=["val", "test", "train"])
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="write tumour masks for new CT scans")
+    p.add_argument("inputs", nargs="+", help="NIfTI files or folders of them")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("run", help="data, preprocess, train, evaluate and predict, in order")
+    _add_recipe(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plugins", help="list every registered plugin name by kind")
+    p.set_defaults(func=cmd_plugins)
+
+    from lungseg.download import register_cli
+
+    register_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LungsegError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"lungseg: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("lungseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""Fetch the lung data: the MSD Task06_Lung archive over HTTP, or a copy published on Kaggle.
+
+Downloads resume where they stopped, the MSD archive is checked against its md5 before it is
+unpacked, and every archive is unpacked only after each member was checked to stay inside the
+target folder. ``lungseg download`` is the command line face of this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import http.client
+import io
+import os
+import posixpath
+import re
+import shutil
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from lungseg.errors import DataError, RecipeError
+from lungseg.sources import find_cases, find_msd_root, locate_msd_root
+
+__all__ = [
+    "MSD_MD5",
+    "MSD_URL",
+    "download_kaggle",
+    "download_msd",
+    "extract_archive",
+    "find_msd_root",
+    "register_cli",
+]
+
+MSD_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task06_Lung.tar"
+MSD_MD5 = "8afd997733c7fc0432f71255ba4e52dc"
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60.0
+_MAX_STALLS = 5  # attempts in a row that received nothing before giving up
+_RETRY_DELAY_S = 2.0
+_FILTER_ERROR: Any = getattr(tarfile, "FilterError", ())  # Python >= 3.11.4
+_DATASET_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+class _Transfer:
+    """One archive download into ``<final>.part``, resumable across attempts."""
+
+    def __init__(self, url: str, final: Path, progress: bool) -> None:
+        self.url, self.final, self.progress = url, final, progress
+        self.part = final.with_name(final.name + ".part")
+        self.received = 0  # bytes received over all attempts, to tell progress from stalls
+
+    def size(self) -> int:
+        return self.part.stat().st_size if self.part.exists() else 0
+
+    def attempt(self) -> bool:
+        """Requests the rest of the file once; returns whether the file is now complete."""
+        start = self.size()
+        headers = {"User-Agent": "lungseg", "Accept-Encoding": "identity"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        request = urllib.request.Request(self.url, headers=headers)
+        try:
+            response = urllib.request.urlopen(request, timeout=_TIMEOUT_S)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 416 or not start:
+                raise
+            total = _content_range(exc.headers.get("Content-Range", ""))[1]
+            exc.close()
+            if total == start:
+                return True
+            self.part.unlink()  # the partial file does not match the server's: start over
+            return False
+        with response:
+            first, total = _content_range(response.headers.get("Content-Range", ""))
+            if response.status == 206 and first == start:
+                mode = "ab"
+            elif response.status == 206:
+                self.part.unlink()  # an answer for a range we did not ask for: start over
+                return False
+            else:  # 200: the server ignored the range, so the body is the whole file
+                start, mode = 0, "wb"
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+            return self._write(response, start, total, mode)
+
+    def _write(self, response: Any, start: int, total: int | None, mode: str) -> bool:
+        written = start
+        bar = tqdm(
+            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=self.final.name, disable=not self.progress, leave=False,
+        )  # fmt: skip
+        with bar, self.part.open(mode) as out:
+            while chunk := response.read(_CHUNK):
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise DataError(f"cannot write {self.part}: {exc}; free disk space") from exc
+                written += len(chunk)
+                self.received += len(chunk)
+                bar.update(len(chunk))
+        return total is None or written >= total
+
+    def run(self) -> Path:
+        """Downloads until the file is complete, retrying after interruptions."""
+        stalls = 0
+        while True:
+            before = self.received
+            try:
+                if self.attempt():
+                    break
+                reason = "the connection closed early"
+            except urllib.error.HTTPError as exc:
+                if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                    raise DataError(
+                        f"{self.url} answered HTTP {exc.code} ({exc.reason}); check the URL "
+                        "(--url, or data.url in the recipe)"
+                    ) from exc
+                reason = f"HTTP {exc.code} ({exc.reason})"
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                reason = str(getattr(exc, "reason", exc)) or type(exc).__name__
+            stalls = 0 if self.received > before else stalls + 1
+            if stalls >= _MAX_STALLS:
+                raise DataError(
+                    f"downloading {self.url} failed {stalls} times in a row ({reason}); "
+                    f"{self.size()} bytes are kept in {self.part}: run the same command again "
+                    "to resume"
+                )
+            time.sleep(_RETRY_DELAY_S * stalls)
+        self.part.replace(self.final)
+        return self.final
+
+
+def _content_range(value: str) -> tuple[int | None, int | None]:
+    """Parses ``bytes FIRST-LAST/TOTAL`` or ``bytes */TOTAL`` into ``(FIRST, TOTAL)``."""
+    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
+    if not match:
+        return None, None
+    first, total = match.groups()
+    return (int(first) if first else None), (int(total) if total != "*" else None)
+
+
+def _member_path(name: str, archive: Path) -> str:
+    """Returns a member's normalised relative path, refusing absolute paths and ``..``."""
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or re.match(r"[A-Za-z]:", unified):
+        raise DataError(f"{archive} holds {name!r}, an absolute path; refusing to extract it")
+    if ".." in unified.split("/"):
+        raise DataError(f"{archive} holds {name!r}, which climbs out with '..'; refusing it")
+    return posixpath.normpath(unified)
+
+
+def _escapes(path: str) -> bool:
+    return path.startswith("/") or path == ".." or path.startswith("../")
+
+
+def _check_tar(members: list[tarfile.TarInfo], archive: Path) -> None:
+    """Refuses members that would land, or link, outside the target folder."""
+    paths = [_member_path(m.name, archive) for m in members]
+    symlinks = {p for m, p in zip(members, paths, strict=True) if m.issym()}
+    for member, path in zip(members, paths, strict=True):
+        parents = path.split("/")[:-1]
+        through = [
+            p for p in ("/".join(parents[: i + 1]) for i in range(len(parents))) if p in symlinks
+        ]
+        if through:
+            raise DataError(
+                f"{archive} holds {member.name!r}, which goes through the symlink "
+                f"{through[0]!r}; refusing to extract it"
+            )
+        if member.issym() or member.islnk():
+            base = posixpath.dirname(path) if member.issym() else ""
+            target = posixpath.normpath(posixpath.join(base, member.linkname))
+            if member.linkname.startswith("/") or _escapes(target):
+                raise DataError(
+                    f"{archive} holds {member.name!r}, a link to {member.linkname!r} outside "
+                    "the target folder; refusing to extract it"
+                )
+        elif not (member.isfile() or member.isdir()):
+            raise DataError(
+                f"{archive} holds {member.name!r}, a device or FIFO; refusing to extract it"
+            )
+
+
+def _unpack(archive: Path, into: Path) -> None:
+    """Checks every member of a tar or zip archive, then unpacks it into ``into``."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+                for info in infos:
+                    _member_path(info.filename, archive)
+                for info in infos:
+                    zf.extract(info, into)
+            return
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            _check_tar(members, archive)
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(into, members=members, filter="data")
+            else:  # Python < 3.11.4: the checks above are the only guard
+                tf.extractall(into, members=members)
+    except _FILTER_ERROR as exc:
+        name = exc.tarinfo.name
+        raise DataError(f"{archive} holds {name!r}, which is unsafe ({exc}); refusing it") from exc
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(
+            f"{archive} is not a readable tar or zip archive ({exc}); delete it and download "
+            "it again"
+        ) from exc
+
+
+def extract_archive(archive: str | os.PathLike[str], to: str | os.PathLike[str]) -> None:
+    """Safely unpacks a tar (any compression) or zip archive into ``to``.
+
+    Every member is checked before anything is written: absolute paths, ``..`` components,
+    links leaving ``to`` and special files are refused. The archive is unpacked into a hidden
+    folder first and its top-level entries are moved into ``to`` only when all went well.
+
+    Args:
+        archive: The archive file.
+        to: The target folder (created when missing).
+
+    Raises:
+        DataError: A member is unsafe (named in the message), the archive is broken, or one
+            of its top-level entries already exists in ``to``.
+    """
+    archive, to = Path(archive), Path(to)
+    staging = to / f".{archive.name}.extracting"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _unpack(archive, staging)
+        entries = sorted(staging.iterdir())
+        clashes = [str(to / e.name) for e in entries if (to / e.name).exists()]
+        if clashes:
+            raise DataError(
+                f"unpacking {archive} would overwrite {', '.join(clashes)}; move or delete "
+                "them and run again"
+            )
+        for entry in entries:
+            entry.replace(to / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def file_md5(path: Path) -> str:
+    """Returns the hex md5 of a file, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_msd(
+    to: str | os.PathLike[str],
+    url: str = MSD_URL,
+    md5: str | None = MSD_MD5,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Downloads, verifies and unpacks the MSD Task06_Lung archive into ``to``.
+
+    Nothing happens when ``to`` already holds the unpacked layout. An interrupted download is
+    resumed (HTTP Range) from ``to/<archive>.part``; the archive is kept after unpacking.
+
+    Args:
+        to: The folder to download and unpack into (created when missing).
+        url: Where the archive is (``.tar``, ``.tar.gz`` or ``.zip``).
+        md5: The archive's expected hex md5; ``None`` skips the check.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        The folder holding ``imagesTr/`` and ``labelsTr/`` (e.g. ``to/Task06_Lung``).
+
+    Raises:
+        RecipeError: ``md5`` is not 32 hex digits.
+        DataError: The download failed, the md5 differs, the archive is unsafe or broken, or it
+            does not hold an MSD layout.
+    """
+    if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise RecipeError(f"data.md5 / --md5 must be 32 hex digits, got {md5!r}")
+    to = Path(to).expanduser()
+    existing = locate_msd_root(to)
+    if existing is not None:
+        return existing
+    to.mkdir(parents=True, exist_ok=True)
+    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    archive = to / (name or "Task06_Lung.tar")
+    if not archive.is_file():
+        _Transfer(url, archive, progress).run()
+    if md5 is not None:
+        actual = file_md5(archive)
+        if actual != md5.lower():
+            archive.unlink()
+            raise DataError(
+                f"{archive} has md5 {actual} but {md5.lower()} was expected; the file was "
+                "deleted and nothing was extracted. Run the command again to download it afresh "
+                "(or pass the right --md5 / data.md5 if the archive at the URL changed)"
+            )
+    extract_archive(archive, to)
+    root = find_msd_root(to)
+    find_cases(root)
+    return root
+
+
+def _kaggle_credentials_found() -> bool:
+    """Whether any credential the kaggle package accepts is present (values are never read)."""
+    env = os.environ
+    if (env.get("KAGGLE_USERNAME") and env.get("KAGGLE_KEY")) or env.get("KAGGLE_API_TOKEN"):
+        return True
+    home = Path.home()
+    xdg = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
+    config_dirs = [Path(env["KAGGLE_CONFIG_DIR"])] if env.get("KAGGLE_CONFIG_DIR") else []
+    config_dirs += [home / ".kaggle", xdg / "kaggle"]
+    files = [d / "kaggle.json" for d in config_dirs]
+    files += [
+        home / ".kaggle" / n for n in ("access_token", "access_token.txt", "credentials.json")
+    ]
+    return any(f.is_file() for f in files)
+
+
+def _kaggle_api() -> Any:
+    """Returns an authenticated ``KaggleApi`` (tests replace this function with a fake).
+
+    Raises:
+        DataError: No credentials are configured, the kaggle package is missing, or Kaggle
+            refused the credentials.
+    """
+    if not _kaggle_credentials_found():
+        raise DataError(
+            "no Kaggle credentials found: create an API token at "
+            "https://www.kaggle.com/settings/api, then either set KAGGLE_USERNAME and KAGGLE_KEY "
+            "(or KAGGLE_API_TOKEN) in the environment, or save the downloaded kaggle.json as "
+            "~/.kaggle/kaggle.json (or $KAGGLE_CONFIG_DIR/kaggle.json) with `chmod 600`"
+        )
+    quiet = contextlib.redirect_stdout(io.StringIO())  # the package prints help on failures
+    try:
+        with quiet:
+            from kaggle.api.kaggle_api_extended import KaggleApi
+    except ImportError as exc:
+        raise DataError("the kaggle package is missing; run `pip install kaggle`") from exc
+    api = KaggleApi()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.authenticate()
+    except (Exception, SystemExit) as exc:
+        raise DataError(
+            f"Kaggle refused the configured credentials ({type(exc).__name__}); check "
+            "KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN or ~/.kaggle/kaggle.json"
+        ) from None
+    return api
+
+
+def download_kaggle(dataset: str, to: str | os.PathLike[str]) -> Path:
+    """Downloads a Kaggle dataset holding an MSD-style layout and unpacks it into ``to``.
+
+    Nothing happens when ``to`` already holds the layout. The zip Kaggle delivers is kept in
+    ``to`` and unpacked by :func:`extract_archive`, never by the kaggle package.
+
+    Args:
+        dataset: ``OWNER/DATASET`` as in the dataset's Kaggle URL.
+        to: The folder to download and unpack into (created when missing).
+
+    Returns:
+        The folder holding ``imagesTr/`` and ``labelsTr/``, wherever it sits in the zip.
+
+    Raises:
+        RecipeError: ``dataset`` is not ``OWNER/DATASET``.
+        DataError: Credentials are missing, the download failed, the zip is unsafe, or it
+            holds no MSD layout.
+    """
+    if not isinstance(dataset, str) or not _DATASET_RE.fullmatch(dataset):
+        raise RecipeError(
+            f"data.dataset must be a Kaggle OWNER/DATASET such as 'someone/msd-lung', "
+            f"got {dataset!r}"
+        )
+    to = Path(to).expanduser()
+    existing = locate_msd_root(to)
+    if existing is not None:
+        return existing
+    to.mkdir(parents=True, exist_ok=True)
+    api = _kaggle_api()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.dataset_download_files(dataset, path=str(to), unzip=False, quiet=True)
+    except Exception as exc:
+        raise DataError(
+            f"Kaggle could not download {dataset} ({type(exc).__name__}: {exc}); check the name "
+            f"at https://www.kaggle.com/datasets/{dataset} and that your account may read it"
+        ) from exc
+    archive = to / f"{dataset.split('/')[1]}.zip"
+    if not archive.is_file():
+        raise DataError(f"Kaggle reported success for {dataset} but {archive} is missing")
+    extract_archive(archive, to)
+    root = find_msd_root(to)
+    find_cases(root)
+    return root
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Runs ``lungseg download`` and prints the folder holding the data."""
+    if args.source == "msd":
+        folder = download_msd(args.to, args.url, args.md5)
+    else:
+        folder = download_kaggle(args.dataset, args.to)
+    print(folder)
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Adds ``lungseg download {msd,kaggle}`` to an argparse subparsers object.
+
+    Args:
+        subparsers: The object ``ArgumentParser.add_subparsers()`` returned.
+    """
+    parser = subparsers.add_parser(
+        "download",
+        help="fetch the lung data (MSD Task06_Lung, or a Kaggle copy)",
+        description="Download and unpack the lung data; prints the folder holding imagesTr/.",
+    )
+    sources = parser.add_subparsers(dest="source", required=True, metavar="{msd,kaggle}")
+    msd = sources.add_parser("msd", help="the Medical Segmentation Decathlon archive (8.5 GB)")
+    msd.add_argument("--to", required=True, type=Path, metavar="DIR", help="target folder")
+    msd.add_argument("--url", default=MSD_URL, help="archive URL (default: the MSD one)")
+    msd.add_argument("--md5", default=MSD_MD5, metavar="HEX", help="expected md5 of the archive")
+    kaggle = sources.add_parser("kaggle", help="a Kaggle dataset holding imagesTr/ and labelsTr/")
+    kaggle.add_argument("dataset", metavar="OWNER/DATASET")
+    kaggle.add_argument("--to", required=True, type=Path, metavar="DIR", help="target folder")
+    parser.set_defaults(func=_handle)

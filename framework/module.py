@@ -1,0 +1,93 @@
+"""The LightningModule: a model plugin trained with a loss plugin and Adam; val Dice monitored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lungseg import __version__
+from lungseg.manager import load_registry
+from lungseg.recipe import recipe_from_dict
+
+
+class SegmentationModule(pl.LightningModule):
+    """Binary segmentation of 2D slices.
+
+    The recipe (plain data) is its only hyper-parameter, so every checkpoint carries the
+    exact preprocessing, model and loss it was trained with, and ``load_from_checkpoint``
+    rebuilds the same network from the installed plugins.
+
+    Args:
+        recipe: the resolved recipe as a dict (``Recipe.to_dict()``).
+
+    Logged per epoch: ``train_loss``, ``val_loss`` (mean over validation slices) and
+    ``val_dice``: Dice pooled over every validation pixel of the preprocessed slices,
+    with probabilities thresholded at ``evaluate.threshold``.
+    """
+
+    def __init__(self, recipe: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"recipe": recipe})
+        self.recipe = recipe_from_dict(recipe, source="checkpoint recipe")
+        registry = load_registry()
+        r = self.recipe
+        self.model = registry.create("model", r.model.name, r.model.params, "model")
+        self.loss_fn = registry.create("loss", r.loss.name, r.loss.params, "loss")
+        self.threshold = r.evaluate.threshold
+        self._val = torch.zeros(5, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, 1, H, W)`` for images ``(N, 1, H, W)``."""
+        return self.model(x)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        image, mask = batch
+        loss = self.loss_fn(self(image), mask)
+        self.log(
+            "train_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=image.shape[0],
+        )
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = torch.zeros(5, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        image, mask = batch
+        logits = self(image)
+        loss = self.loss_fn(logits, mask)
+        pred = torch.sigmoid(logits.float()) >= self.threshold
+        truth = mask >= 0.5
+        self._val += torch.stack(
+            [
+                (pred & truth).sum(),
+                pred.sum(),
+                truth.sum(),
+                loss.detach().double() * image.shape[0],
+                torch.tensor(image.shape[0], device=self.device),
+            ]
+        ).to(self._val)
+
+    def on_validation_epoch_end(self) -> None:
+        # One reduction per epoch: ranks may hold different numbers of validation slices.
+        total = self.trainer.strategy.reduce(self._val.clone(), reduce_op="sum")
+        inter, p, t, loss_sum, n = total.tolist()
+        dice = 2 * inter / (p + t) if p + t > 0 else 1.0
+        self.log("val_dice", dice, prog_bar=True, sync_dist=False)
+        self.log("val_loss", loss_sum / max(n, 1), prog_bar=True, sync_dist=False)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        opt = self.recipe.optimizer
+        return torch.optim.Adam(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lungseg"] = {"version": __version__, "recipe": self.hparams["recipe"]}

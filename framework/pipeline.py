@@ -1,0 +1,39 @@
+"""``lungseg run``: every stage of a recipe in order, printing where each output went."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lungseg.evaluate import evaluate
+from lungseg.predict import predict
+from lungseg.preprocess import run_preprocess
+from lungseg.recipe import Recipe
+from lungseg.sources import find_cases, prepare_source
+from lungseg.train import train
+
+
+def run(recipe: Recipe) -> int:
+    """Prepare data, preprocess, train, evaluate, and predict the unlabelled test scans."""
+    root = prepare_source(recipe.data)
+    print(f"[1/5] data: {root}")
+    report = run_preprocess(recipe)
+    counts = f"{len(report.written)} written, {len(report.skipped)} reused"
+    print(f"[2/5] store: {recipe.store.path} ({counts})")
+    result = train(recipe)
+    if not result.is_global_zero:
+        return 0  # DDP workers stop after training; rank 0 evaluates
+    print(f"[3/5] checkpoints: {result.best} (best), {result.last} (last)")
+    metrics = evaluate(recipe, result.best)
+    out = Path(recipe.output)
+    dice = metrics["mean_case_dice"]
+    shown = "n/a" if dice is None else f"{dice:.4f}"
+    print(
+        f"[4/5] evaluation: {out / 'metrics.json'} (mean_case_dice {shown}), {out}/loss_curve.png"
+    )
+    tests = find_cases(root, labelled=False) if (root / "imagesTs").is_dir() else []
+    if tests:
+        pred = predict(result.best, [c.image for c in tests], out / "predictions")
+        print(f"[5/5] predictions: {out / 'predictions'} ({len(pred.written)} masks)")
+    else:
+        print("[5/5] predictions: no unlabelled scans (imagesTs) to predict")
+    return 0

@@ -1,0 +1,152 @@
+"""``lungseg preprocess``: every case through the recipe's chain into the slice store."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lungseg.errors import DataError, LungsegError, RecipeError
+from lungseg.manager import load_registry
+from lungseg.preprocessing import Chain
+from lungseg.recipe import Recipe, recipe_from_dict
+from lungseg.sources import Case, find_cases, prepare_source
+from lungseg.store import SliceStore
+from lungseg.volume import Volume, read_image, read_label
+
+
+@dataclass
+class PreprocessReport:
+    """What one ``preprocess`` call did."""
+
+    written: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    slices: int
+    seconds: float
+
+
+def _chain(recipe: Recipe) -> Chain:
+    return Chain.from_components(recipe.preprocess, load_registry())
+
+
+def preprocess_case(
+    case: Case, chain: Chain
+) -> tuple[Volume, list[dict[str, Any]], dict[str, Any]]:
+    """Read one case and run it through ``chain``.
+
+    Returns:
+        The preprocessed volume, the chain's trace and the attributes to store.
+    """
+    image, geometry = read_image(case.image)
+    mask = None
+    if case.label is not None:
+        mask = read_label(case.label, geometry, str(case.image))
+    volume, trace = chain.forward(Volume(image, mask, geometry.affine, str(case.image)))
+    attrs = {
+        "geometry": geometry.to_attrs(),
+        "trace": trace,
+        "image_path": str(case.image),
+        "label_path": None if case.label is None else str(case.label),
+    }
+    return volume, trace, attrs
+
+
+def _work(case: Case, recipe_dict: dict, store_path: str, options: dict) -> tuple[str, int]:
+    recipe = recipe_from_dict(recipe_dict)
+    volume, _, attrs = preprocess_case(case, _chain(recipe))
+    image = np.moveaxis(volume.image, 2, 0)
+    mask = None if volume.mask is None else np.moveaxis(volume.mask, 2, 0)
+    SliceStore(store_path, options, cache_bytes=0).write_case(case.case_id, image, mask, attrs)
+    return case.case_id, image.shape[0]
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)``; ``None`` -> ``(0, 1)``."""
+    if not text:
+        return 0, 1
+    try:
+        index, count = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise RecipeError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise RecipeError(f"--shard {text!r}: need 0 <= I < N")
+    return index, count
+
+
+def run_preprocess(
+    recipe: Recipe,
+    *,
+    workers: int | None = None,
+    shard: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PreprocessReport:
+    """Preprocess every labelled case of the recipe's data into its store.
+
+    Complete cases already in the store are skipped, so an interrupted run can be repeated.
+
+    Raises:
+        DataError: no cases, store made by another chain, or some cases failed (listed).
+    """
+    start = time.perf_counter()
+    _chain(recipe)  # validate the chain before touching the store
+    root = prepare_source(recipe.data)
+    index, count = parse_shard(shard)
+    cases = find_cases(root)[index::count]
+    store = SliceStore(recipe.store.path, recipe.store.storage_options, cache_bytes=0)
+    store.initialise(recipe.preprocess_dict(), recipe.preprocess_hash(), overwrite)
+    done = set(store.cases())
+    todo = [c for c in cases if c.case_id not in done]
+    skipped = [c.case_id for c in cases if c.case_id in done]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    written: list[str] = []
+    failed: dict[str, str] = {}
+    slices = 0
+    bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress)
+    args = (recipe.to_dict(), store.path, store.storage_options)
+    if workers == 1:
+        results = (_run_one(c, args) for c in todo)
+        for case_id, outcome in results:
+            slices += _collect(case_id, outcome, written, failed, bar)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_work, c, *args): c.case_id for c in todo}
+            for future in as_completed(futures):
+                try:
+                    outcome: Any = future.result()[1]
+                except LungsegError as exc:
+                    outcome = exc
+                except Exception as exc:  # a worker crash is reported with its case
+                    outcome = exc
+                slices += _collect(futures[future], outcome, written, failed, bar)
+    bar.close()
+    seconds = time.perf_counter() - start
+    report = PreprocessReport(sorted(written), skipped, failed, slices, seconds)
+    if failed:
+        lines = "; ".join(f"{cid}: {why}" for cid, why in sorted(failed.items()))
+        raise DataError(
+            f"{len(failed)} of {len(todo)} cases failed ({lines}); the others were stored"
+        )
+    return report
+
+
+def _run_one(case: Case, args: tuple) -> tuple[str, Any]:
+    try:
+        return case.case_id, _work(case, *args)[1]
+    except Exception as exc:
+        return case.case_id, exc
+
+
+def _collect(case_id: str, outcome: Any, written: list, failed: dict, bar: tqdm) -> int:
+    bar.update(1)
+    if isinstance(outcome, Exception):
+        failed[case_id] = str(outcome) if isinstance(outcome, LungsegError) else repr(outcome)
+        return 0
+    written.append(case_id)
+    return int(outcome)

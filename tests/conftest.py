@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny synthetic MSD datasets and tiny recipes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lungseg.recipe import Recipe, load_recipe
+from lungseg.synth import write_dataset
+
+SHARED_CT = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct" / "abdomen_ct.nii.gz"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five 32x32x40 labelled cases and one unlabelled test scan (MSD layout)."""
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    return write_dataset(root, cases=5, seed=1, size=32, slices=40, abdomen_slices=10, test_cases=1)
+
+
+def tiny_recipe_dict(data_root: Path, work: Path, **overrides) -> dict:
+    recipe = {
+        "name": "tiny",
+        "data": {
+            "source": "synthetic",
+            "root": str(data_root),
+            "synthetic": {
+                "cases": 5,
+                "seed": 1,
+                "size": 32,
+                "slices": 40,
+                "abdomen_slices": 10,
+                "test_cases": 1,
+            },
+        },
+        "store": {"path": str(work / "store.zarr")},
+        "output": str(work / "run"),
+        "preprocess": [
+            {"name": "canonical"},
+            {"name": "skip-slices", "count": 10},
+            {"name": "normalize", "divisor": 3071},
+            {"name": "resize", "size": 32},
+        ],
+        "split": {"val_fraction": 0.4, "seed": 0},
+        "model": {"name": "unet", "features": [4, 8]},
+        "optimizer": {"lr": 0.01},
+        "trainer": {
+            "max_epochs": 2,
+            "batch_size": 8,
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_progress_bar": False,
+        },
+    }
+    recipe.update(overrides)
+    return recipe
+
+
+@pytest.fixture
+def tiny_recipe_file(tiny_dataset: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict(tiny_dataset, tmp_path)))
+    return path
+
+
+@pytest.fixture
+def tiny_recipe(tiny_recipe_file: Path) -> Recipe:
+    return load_recipe(tiny_recipe_file)

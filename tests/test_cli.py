@@ -1,0 +1,83 @@
+"""The command line as a user meets it: real subprocesses, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+
+def lungseg(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lungseg", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_plugins_lists_every_kind_with_provider_and_parameters():
+    result = lungseg("plugins")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for kind in ("preprocessors:", "samplers:", "models:", "losses:", "metrics:"):
+        assert kind in out
+    assert "unet" in out and "[lungseg:unet]" in out and "features=" in out
+    assert "skip-slices" in out and "count=30" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        (None, (), "recipe file not found"),
+        ("model: [unclosed", (), "not valid YAML"),
+        ("model: {name: unte}", (), "model.name: unknown model 'unte'; did you mean 'unet'"),
+        ("trainr: {}", (), "trainr: unknown key"),
+        ("{}", ("--set", "trainer.max_epochs=x"), "trainer.max_epochs: expected int"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line(tmp_path, content, args, message):
+    recipe = tmp_path / "r.yaml"
+    if content is not None:
+        recipe.write_text(content)
+    result = lungseg("train", str(recipe), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = lungseg("--debug", "train", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and "Traceback" in result.stderr
+
+
+def test_unreadable_and_mismatched_nifti_are_named(tmp_path, tiny_dataset):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    (data / "dataset.json").unlink()
+    label = data / "labelsTr" / "lung_002.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 40), np.uint8), np.eye(4)), str(label))
+    (data / "imagesTr" / "lung_003.nii.gz").write_bytes(b"not a nifti at all")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"data: {{source: folder, root: {data}}}\nstore: {{path: {tmp_path / 's.zarr'}}}\n"
+        "preprocess: [{name: canonical}, {name: skip-slices, count: 10},"
+        " {name: resize, size: 16}]\n"
+    )
+    result = lungseg("preprocess", str(recipe), "--workers", "2")
+    assert result.returncode == 2
+    err = result.stderr
+    assert "Traceback" not in err
+    assert "lung_002" in err and "label shape (8, 8, 40) differs from image shape" in err
+    assert "lung_003" in err and "not a readable NIfTI" in err
+    assert "2 of 5 cases failed" in err
+    from lungseg.store import SliceStore
+
+    assert SliceStore(str(tmp_path / "s.zarr")).cases() == ["lung_001", "lung_004", "lung_005"]
