@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from lungseg import download
+from lungseg.archives import extract_archive
 from lungseg.errors import DataError, RecipeError
 from lungseg.sources import find_cases
 
@@ -257,7 +258,7 @@ def test_malicious_tar_is_refused(server: _Server, tmp_path: Path, evil: Any, me
 def test_links_inside_the_target_are_allowed(tmp_path: Path) -> None:
     archive = tmp_path / "ok.tar"
     archive.write_bytes(_tar(_layout("Task06_Lung"), [_link("Task06_Lung/alias", "imagesTr")]))
-    download.extract_archive(archive, tmp_path / "out")
+    extract_archive(archive, tmp_path / "out")
     alias = tmp_path / "out" / "Task06_Lung" / "alias"
     assert alias.is_symlink() and (alias / "lung_001.nii").is_file()
 
