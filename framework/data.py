@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from lungseg.errors import DataError
+from lungseg.errors import DataError, RecipeError
 from lungseg.recipe import AugmentConfig, Recipe
 from lungseg.registry import Registry
 from lungseg.sampling import ShardSampler
@@ -24,10 +24,31 @@ from lungseg.store import SliceStore
 def build_augment(cfg: AugmentConfig, seed: int) -> A.Compose | None:
     """The seed's affine augmentation (rotation, scale, translation), image and mask jointly.
 
-    Masks use nearest-neighbour interpolation, so they stay binary.
+    Masks use nearest-neighbour interpolation, so they stay binary. ``cfg.transform``, an
+    albumentations serialised transform (``A.to_dict(t)``), replaces the affine; whatever it
+    does to the mask, :class:`SliceDataset` thresholds the mask back to {0, 1} at 0.5.
+
+    Args:
+        cfg: the recipe's ``augment`` section.
+        seed: seed of the transform's random stream (each loader worker reseeds its copy).
+
+    Returns:
+        The transform, or ``None`` when ``augment.enabled`` is false.
+
+    Raises:
+        RecipeError: ``augment.transform`` is not a valid serialised albumentations transform.
     """
     if not cfg.enabled:
         return None
+    if cfg.transform is not None:
+        try:
+            loaded = A.from_dict(cfg.transform)
+        except Exception as exc:
+            raise RecipeError(
+                f"augment.transform: not an albumentations serialised transform ({exc}); "
+                "write it with albumentations.to_dict(transform)"
+            ) from None
+        return A.Compose([loaded], seed=seed)
     affine = A.Affine(
         rotate=(-cfg.rotate, cfg.rotate),
         scale=tuple(cfg.scale),
@@ -71,13 +92,13 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         case_id, k = self.index[i]
-        image, mask = self.store.read_case(case_id)
-        img = image[k].astype(np.float32)
-        msk = mask[k]
+        image, mask = self.store.read_slice(case_id, k)  # may be views of the store's cache
+        img = image.astype(np.float32)  # a copy: augmentation never touches the cache
+        msk = mask
         if self.transform is not None:
             out = self.transform(image=img, mask=msk)
-            img, msk = out["image"], out["mask"]
-        return torch.from_numpy(img[None].copy()), torch.from_numpy(msk[None].astype(np.float32))
+            img, msk = np.ascontiguousarray(out["image"]), out["mask"] >= 0.5
+        return torch.from_numpy(img[None]), torch.from_numpy(msk[None].astype(np.float32))
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -116,7 +137,7 @@ def split_cases(case_ids: list[str], val_fraction: float, test_fraction: float, 
 
 
 def open_store(recipe: Recipe) -> SliceStore:
-    return SliceStore(recipe.store.path, recipe.store.storage_options)
+    return SliceStore.from_config(recipe.store)
 
 
 class SliceDataModule(pl.LightningDataModule):

@@ -59,10 +59,21 @@ class DataConfig:
 
 @dataclass
 class StoreConfig:
-    """The Zarr slice store: a local path or an fsspec URL."""
+    """The Zarr slice store: a local path or an fsspec URL.
+
+    ``cache_bytes`` bounds the decoded cases each reader (every DataLoader worker) keeps in
+    memory for random access; 0 reads slice by slice (docs/store.md).
+    """
 
     path: str = "data/store.zarr"
     storage_options: dict[str, Any] = field(default_factory=dict)
+    cache_bytes: int = 2 * 1024**3
+
+    def __post_init__(self) -> None:
+        if self.cache_bytes < 0:
+            raise RecipeError(
+                f"store.cache_bytes: must be >= 0 (0 turns the cache off), got {self.cache_bytes}"
+            )
 
 
 @dataclass
@@ -83,14 +94,25 @@ class AugmentConfig:
     rotate: float = 15.0
     scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
     translate: float = 0.0625
+    #: An albumentations serialised transform (``A.to_dict(...)``); replaces the affine above.
+    transform: dict[str, Any] | None = None
 
 
 @dataclass
 class OptimizerConfig:
-    """Adam (the seed's optimiser)."""
+    """Adam (the seed's optimiser) and its learning-rate schedule.
+
+    ``scheduler``: ``none``, ``cosine`` (per epoch down to ``min_lr`` at ``max_epochs``) or
+    ``plateau`` (times ``plateau_factor`` after ``plateau_patience`` epochs without a better
+    ``val_dice``).
+    """
 
     lr: float = 1e-4
     weight_decay: float = 0.0
+    scheduler: str = "none"
+    min_lr: float = 0.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
 
 
 @dataclass
@@ -102,20 +124,39 @@ class TrainerConfig:
     devices: int | str | list[int] = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: str | int = "32-true"
     batch_size: int = 8
     num_workers: int = 0
     seed: int = 0
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
+    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = 1
+    channels_last: bool = False
+    compile: bool = False
+    #: Stop after this many epochs without a better ``val_dice`` (``null``: never).
+    early_stopping_patience: int | None = None
+    #: Any of ``csv`` (``<output>/logs/metrics.csv``) and ``tensorboard``.
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    #: Also refresh ``last.ckpt`` every N optimiser steps (0: at the end of each epoch only).
+    checkpoint_every_n_steps: int = 0
 
 
 @dataclass
 class EvaluateConfig:
-    """Evaluation and prediction settings."""
+    """Evaluation and prediction settings.
+
+    ``tta`` averages the probabilities of each slice and its left-right mirror;
+    ``postprocess`` lists postprocessor plugins applied to the thresholded mask in the
+    scan's geometry. Both are off by default (see benchmarks/README.md for their effect).
+    ``save_predictions`` makes ``lungseg evaluate`` write each case's mask as NIfTI.
+    """
 
     threshold: float = 0.5
     batch_size: int = 16
+    tta: bool = False
+    postprocess: list[Component] = field(default_factory=list)
+    save_predictions: bool = True
 
 
 def _default_chain() -> list[Component]:
@@ -172,6 +213,10 @@ class Recipe:
         """
         entries = [("preprocessor", c, f"preprocess[{i}]") for i, c in enumerate(self.preprocess)]
         entries += [("metric", c, f"metrics[{i}]") for i, c in enumerate(self.metrics)]
+        entries += [
+            ("postprocessor", c, f"evaluate.postprocess[{i}]")
+            for i, c in enumerate(self.evaluate.postprocess)
+        ]
         entries += [
             ("sampler", self.sampler, "sampler"),
             ("model", self.model, "model"),
@@ -318,12 +363,11 @@ def _component(raw: Any, key: str) -> Component:
 def _value(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for option in typing.get_args(tp):
             try:
                 return _value(option, value, key)
-            except RecipeError as exc:
-                errors.append(str(exc))
+            except RecipeError:
+                continue
         raise RecipeError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
     if tp is type(None):
         if value is None:
@@ -353,6 +397,8 @@ def _value(tp: Any, value: Any, key: str) -> Any:
 
 def _type_name(tp: Any) -> str:
     args = typing.get_args(tp)
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(args[0])}"
     if args:
         return " or ".join(_type_name(a) for a in args)
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))

@@ -1,6 +1,9 @@
 """Default preprocessing steps: the seed's chain, each step invertible for predictions.
 
-Every step keeps arrays as ``(X, Y, Z)`` with the axial slice axis last.
+Every step keeps arrays as ``(X, Y, Z)`` with the axial slice axis last, in whatever memory
+layout is cheapest: nibabel hands volumes over in Fortran order (each axial slice contiguous),
+reorientation and crops return views, and :class:`Resize` writes into a slice-first buffer, so
+the store receives C-contiguous ``(Z, X, Y)`` slices without a transposing copy of the volume.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ _RAS = ornt.axcodes2ornt("RAS")
 
 
 class Canonical:
-    """Reorient to the closest canonical (RAS+) orientation, so slice 0 is the inferior end."""
+    """Reorient to the closest canonical (RAS+) orientation, so slice 0 is the inferior end.
+
+    The result is a view (flips and axis swaps only): no voxel is copied.
+    """
 
     def apply(self, volume: Volume) -> tuple[Volume, dict[str, Any]]:
         current = ornt.io_orientation(volume.affine)
@@ -26,12 +32,12 @@ class Canonical:
         if np.array_equal(current, _RAS):
             return volume, info
         transform = ornt.ornt_transform(current, _RAS)
-        image = np.ascontiguousarray(ornt.apply_orientation(volume.image, transform))
+        image = ornt.apply_orientation(volume.image, transform)
         mask = None
         if volume.mask is not None:
-            mask = np.ascontiguousarray(ornt.apply_orientation(volume.mask, transform))
+            mask = ornt.apply_orientation(volume.mask, transform)
         affine = volume.affine @ ornt.inv_ornt_aff(transform, volume.image.shape)
-        return Volume(image, mask, affine, volume.source), info
+        return Volume(image, mask, affine, volume.source, volume.owned), info
 
     def invert(self, array: np.ndarray, info: dict[str, Any], *, is_label: bool) -> np.ndarray:
         original = np.asarray(info["ornt"])
@@ -57,24 +63,32 @@ class SkipSlices:
                 f"{volume.source}: has {depth} slices but skip-slices drops the first "
                 f"{self.count}; lower `count` or use the lung-extent crop"
             )
-        return _crop(volume, self.count, depth), {
+        return crop_slices(volume, self.count, depth), {
             "start": self.count,
             "stop": depth,
             "depth": depth,
         }
 
     def invert(self, array: np.ndarray, info: dict[str, Any], *, is_label: bool) -> np.ndarray:
-        return _uncrop(array, info)
+        return uncrop_slices(array, info)
 
 
-def _crop(volume: Volume, start: int, stop: int) -> Volume:
+def crop_slices(volume: Volume, start: int, stop: int) -> Volume:
+    """Keep axial slices ``start:stop`` (a view) and shift the affine to match.
+
+    A crop step's info must hold ``start``, ``stop`` and ``depth`` (the input's slice count):
+    :meth:`lungseg.preprocessing.Chain.kept_slices` and :func:`uncrop_slices` read them.
+    """
     shift = np.eye(4)
     shift[2, 3] = start
     mask = None if volume.mask is None else volume.mask[:, :, start:stop]
-    return Volume(volume.image[:, :, start:stop], mask, volume.affine @ shift, volume.source)
+    return Volume(
+        volume.image[:, :, start:stop], mask, volume.affine @ shift, volume.source, volume.owned
+    )
 
 
-def _uncrop(array: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+def uncrop_slices(array: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """Put ``array`` back at slices ``info["start"]:info["stop"]`` of a zero volume."""
     out = np.zeros((*array.shape[:2], info["depth"]), dtype=array.dtype)
     out[:, :, info["start"] : info["stop"]] = array
     return out
@@ -84,6 +98,8 @@ class Normalize:
     """Divide Hounsfield units by ``divisor`` (the seed: 3071, the top of the CT range).
 
     ``clip`` (optional ``[low, high]`` in HU) is applied first; the seed does not clip.
+    The result is float32; it overwrites the input when the chain owns it
+    (:attr:`Volume.owned`), so a large scan is not held twice.
     """
 
     def __init__(self, divisor: float = 3071.0, clip: list[float] | None = None) -> None:
@@ -96,10 +112,13 @@ class Normalize:
 
     def apply(self, volume: Volume) -> tuple[Volume, dict[str, Any]]:
         image = volume.image
+        in_place = volume.owned and image.dtype == np.float32 and image.flags.writeable
+        out = image if in_place else np.empty_like(image, dtype=np.float32)
         if self.clip is not None:
-            image = np.clip(image, self.clip[0], self.clip[1])
-        image = (image / np.float32(self.divisor)).astype(np.float32, copy=False)
-        return Volume(image, volume.mask, volume.affine, volume.source), {}
+            np.clip(image, self.clip[0], self.clip[1], out=out, casting="unsafe")
+            image = out
+        np.divide(image, np.float32(self.divisor), out=out, casting="unsafe")
+        return Volume(out, volume.mask, volume.affine, volume.source, owned=True), {}
 
     def invert(self, array: np.ndarray, info: dict[str, Any], *, is_label: bool) -> np.ndarray:
         return array  # intensities only: the grid is unchanged
@@ -120,7 +139,8 @@ class Resize:
         if volume.mask is not None:
             mask = _resize(volume.mask, (self.size, self.size), cv2.INTER_NEAREST)
         scale = np.diag([x / self.size, y / self.size, 1.0, 1.0])
-        return Volume(image, mask, volume.affine @ scale, volume.source), {"in_plane": [x, y]}
+        resized = Volume(image, mask, volume.affine @ scale, volume.source, owned=True)
+        return resized, {"in_plane": [x, y]}
 
     def invert(self, array: np.ndarray, info: dict[str, Any], *, is_label: bool) -> np.ndarray:
         interp = cv2.INTER_NEAREST if is_label else cv2.INTER_LINEAR
@@ -128,12 +148,46 @@ class Resize:
 
 
 def _resize(array: np.ndarray, shape: tuple[int, int], interp: int) -> np.ndarray:
-    """Resize every ``array[:, :, k]`` to ``shape`` (rows, columns)."""
-    out = np.empty((*shape, array.shape[2]), dtype=array.dtype)
-    dsize = (shape[1], shape[0])  # OpenCV takes (width, height)
+    """Resize every ``array[:, :, k]`` to ``shape`` (rows, columns).
+
+    Returns:
+        An ``(*shape, Z)`` view of a C-contiguous ``(Z, *shape)`` buffer, so each output slice
+        is contiguous (the store's layout).
+    """
+    out = np.empty((array.shape[2], *shape), dtype=array.dtype)
     for k in range(array.shape[2]):
-        out[:, :, k] = cv2.resize(array[:, :, k], dsize, interpolation=interp)
-    return out
+        src, transposed = _opencv_view(array[:, :, k])
+        if transposed:  # resize the transpose, whose rows are contiguous; dsize is (width, height)
+            out[k] = cv2.resize(src, shape, interpolation=interp).T
+        else:
+            out[k] = cv2.resize(src, shape[::-1], interpolation=interp)
+    return out.transpose(1, 2, 0)
+
+
+def _opencv_view(src: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A slice as an array OpenCV reads directly, and whether it is the transpose.
+
+    Slices of nibabel's Fortran-ordered volumes are column-major, and the canonical step's
+    flips give them negative strides. Rather than a strided NumPy copy, the transpose is
+    passed as is and flips are undone with ``cv2.flip`` (a vectorised copy). Transposing
+    commutes with both interpolations, and the flip is applied before resizing, so results
+    equal resizing the canonical slice (linear: up to float rounding).
+    """
+    flips = [stride < 0 for stride in src.strides]
+    base = src[:: -1 if flips[0] else 1, :: -1 if flips[1] else 1]
+    if base.flags.c_contiguous:
+        view, transposed = base, False
+    elif base.T.flags.c_contiguous:
+        view, transposed, flips = base.T, True, flips[::-1]
+    else:
+        return np.ascontiguousarray(src), False
+    if all(flips):
+        view = cv2.flip(view, -1)
+    elif flips[0]:
+        view = cv2.flip(view, 0)  # rows
+    elif flips[1]:
+        view = cv2.flip(view, 1)  # columns
+    return view, transposed
 
 
 @hookimpl
@@ -144,4 +198,4 @@ def lungseg_add_preprocessors(registry) -> None:
     registry.add("resize", Resize)
 
 
-__all__ = ["Canonical", "Normalize", "Resize", "SkipSlices"]
+__all__ = ["Canonical", "Normalize", "Resize", "SkipSlices", "crop_slices", "uncrop_slices"]

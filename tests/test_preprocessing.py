@@ -106,6 +106,11 @@ def test_trace_from_another_chain_is_refused():
         ("resize", {"size": 2}, "size"),
         ("normalize", {"divisor": 0}, "divisor"),
         ("normalize", {"clip": [5, 1]}, "clip"),
+        ("lung-crop", {"threshold": 10}, "threshold"),
+        ("lung-crop", {"margin_mm": -1}, "margin_mm"),
+        ("lung-crop", {"min_component": 0}, "min_component"),
+        ("lung-crop", {"min_slices": 0}, "min_slices"),
+        ("lung-crop", {"gas_below": -100}, "gas_below"),
     ],
 )
 def test_bad_step_parameters(name, params, message):
@@ -113,3 +118,144 @@ def test_bad_step_parameters(name, params, message):
 
     with pytest.raises(RecipeError, match=message):
         load_registry().create("preprocessor", name, params, "preprocess[0]")
+
+
+# ----------------------------------------------------------------------------- memory layout
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("view", ["plain", "flip-x", "flip-y", "flip-xy", "swap-flip", "cropped"])
+def test_resize_equals_per_slice_opencv_for_any_layout(order, view):
+    from lungseg.plugins.preprocessing import _resize
+
+    rng = np.random.default_rng(0)
+    image = np.asarray(rng.random((50, 40, 7), dtype=np.float32), order=order)
+    mask = np.asarray((rng.random((50, 40, 7)) > 0.5).astype(np.uint8), order=order)
+    pick = {
+        "plain": lambda a: a,
+        "flip-x": lambda a: a[::-1],
+        "flip-y": lambda a: a[:, ::-1],
+        "flip-xy": lambda a: a[::-1, ::-1],
+        "swap-flip": lambda a: np.swapaxes(a, 0, 1)[::-1],
+        "cropped": lambda a: a[::-1, ::-1, 2:5],
+    }[view]
+    for array, interp in ((pick(image), cv2.INTER_LINEAR), (pick(mask), cv2.INTER_NEAREST)):
+        got = _resize(array, (32, 24), interp)
+        want = np.stack(
+            [
+                cv2.resize(np.ascontiguousarray(array[:, :, k]), (24, 32), interpolation=interp)
+                for k in range(array.shape[2])
+            ],
+            axis=2,
+        )
+        assert got.shape == want.shape and got.dtype == array.dtype
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        assert np.moveaxis(got, 2, 0).flags.c_contiguous  # the store's (n, H, W) layout
+
+
+def test_canonical_reorients_without_copying():
+    volume = _volume(shape=(12, 14, 16), affine=np.diag([-1.0, -1.0, 2.0, 1.0]))  # LPS
+    out, _ = _chain(recipe_from_dict({}, ["preprocess=[{name: canonical}]"])).forward(volume)
+    assert np.shares_memory(out.image, volume.image)
+    np.testing.assert_array_equal(out.image, volume.image[::-1, ::-1])
+
+
+@pytest.mark.parametrize("owned", [False, True])
+def test_normalize_overwrites_only_what_the_chain_owns(owned):
+    volume = _volume(shape=(8, 8, 4))
+    original = volume.image.copy()
+    volume.owned = owned
+    chain = _chain(recipe_from_dict({}, ["preprocess=[{name: normalize, divisor: 2}]"]))
+    out, _ = chain.forward(volume)
+    np.testing.assert_allclose(out.image, original / 2)
+    assert out.image.dtype == np.float32
+    assert np.shares_memory(out.image, volume.image) is owned
+    if not owned:
+        np.testing.assert_array_equal(volume.image, original)
+
+
+# ----------------------------------------------------------------------------- lung crop
+
+
+def _lung_chain(**params):
+    crop = {"name": "lung-crop", **params}
+    return Chain.from_components(
+        recipe_from_dict({"preprocess": [{"name": "canonical"}, crop]}).preprocess,
+        load_registry(),
+    )
+
+
+@pytest.mark.parametrize(("seed", "size", "slices", "abdomen"), [(0, 64, 72, 30), (3, 48, 60, 12)])
+def test_lung_crop_drops_the_abdomen_and_keeps_every_tumour_slice(seed, size, slices, abdomen):
+    from lungseg.synth import make_case
+
+    image, label, affine = make_case(seed, size=size, slices=slices, abdomen_slices=abdomen)
+    volume = Volume(image.astype(np.float32), label, affine, "synthetic.nii.gz")
+    chain = _lung_chain(margin_mm=0)
+    out, trace = chain.forward(volume)
+    info = trace[1]
+    # the lungs start at the diaphragm (the first thorax slice) and reach the top slice
+    assert abdomen - 1 <= info["lung"][0] <= abdomen + 3 and info["lung"][1] == slices
+    assert info["start"] == info["lung"][0] and info["stop"] == slices
+    assert out.mask.sum() == label.sum()  # no tumour voxel is cropped away
+    kept = Chain.kept_slices(trace, slices)
+    assert kept == list(range(info["start"], slices)) and out.image.shape[2] == len(kept)
+    back = chain.invert(out.mask, trace, is_label=True)
+    np.testing.assert_array_equal(back, label)
+
+
+def test_lung_crop_margin_is_in_millimetres():
+    from lungseg.synth import make_case
+
+    image, label, affine = make_case(0, size=64, slices=72, abdomen_slices=30)
+    spacing = float(np.linalg.norm(affine[:3, 2]))
+    volume = Volume(image.astype(np.float32), label, affine)
+    _, trace = _lung_chain(margin_mm=10).forward(volume)
+    assert trace[1]["lung"][0] - trace[1]["start"] == int(np.ceil(10 / spacing))
+
+
+def test_lung_crop_refuses_a_scan_without_lung_and_too_short_a_crop():
+    from lungseg.synth import make_case
+
+    solid = Volume(np.full((32, 32, 20), 40, np.float32), None, np.eye(4), "solid.nii.gz")
+    with pytest.raises(DataError, match=r"solid\.nii\.gz: lung-crop found no lung"):
+        _lung_chain().forward(solid)
+    image, label, affine = make_case(0, size=32, slices=40, abdomen_slices=10)
+    volume = Volume(image.astype(np.float32), label, affine, "short.nii.gz")
+    with pytest.raises(DataError, match=r"short\.nii\.gz: has 40 slices and lung-crop keeps"):
+        _lung_chain(min_slices=100).forward(volume)
+
+
+def test_lung_crop_on_normalised_intensities_says_where_it_belongs():
+    from lungseg.synth import make_case
+
+    image, _, affine = make_case(0, size=32, slices=40, abdomen_slices=10)
+    volume = Volume(image.astype(np.float32) / 3071, None, affine, "scaled.nii.gz")
+    with pytest.raises(DataError, match="come before normalize"):
+        _lung_chain().forward(volume)
+
+
+def test_lung_crop_on_a_real_abdominal_ct_finds_the_lung_bases_not_bowel_gas():
+    from .conftest import SHARED_CT
+
+    if not SHARED_CT.is_file():
+        pytest.skip("shared/data/real-ct is not here")
+    from lungseg.volume import read_image
+
+    image, geometry = read_image(SHARED_CT)
+    out, trace = _lung_chain().forward(Volume(image, None, geometry.affine, str(SHARED_CT)))
+    start, stop = trace[1]["lung"]
+    # 112 slices at 3 mm, RAS: the lung bases are the top ~12 slices; the colon's gas,
+    # anterior and from slice ~55 up, is mostly below -950 HU and is not taken for lung
+    assert 90 <= start < stop == 112
+    assert out.image.shape[2] == trace[1]["stop"] - trace[1]["start"]
+
+
+def test_lung_crop_keeps_the_preprocessor_contract():
+    from lungseg import testing
+    from lungseg.plugins.lung_crop import LungCrop
+    from lungseg.synth import make_case
+
+    image, label, affine = make_case(2, size=32, slices=48, abdomen_slices=12)
+    probe = Volume(image.astype(np.float32), label, affine, "synthetic chest")
+    testing.check_preprocessor(LungCrop(), volume=probe, min_dice=1.0)

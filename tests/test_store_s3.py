@@ -1,0 +1,101 @@
+"""The slice store on object storage: an S3 bucket served by moto on localhost.
+
+Skipped when moto or s3fs is missing (both are in the ``dev`` extra).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("s3fs")
+boto3 = pytest.importorskip("boto3")
+
+from lungseg.data import SliceDataset  # noqa: E402
+from lungseg.preprocess import run_preprocess  # noqa: E402
+from lungseg.recipe import recipe_from_dict  # noqa: E402
+from lungseg.store import SliceStore  # noqa: E402
+
+from .conftest import tiny_recipe_dict  # noqa: E402
+
+BUCKET = "lungseg-test"
+
+
+@pytest.fixture(scope="module")
+def s3_options():
+    """A moto S3 server on a free localhost port with one empty bucket; fsspec options."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        ).create_bucket(Bucket=BUCKET)
+        yield {
+            "endpoint_url": endpoint,
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"region_name": "us-east-1"},
+        }
+    finally:
+        server.stop()
+
+
+def test_write_and_read_a_store_on_s3(s3_options):
+    url = f"s3://{BUCKET}/direct.zarr"
+    store = SliceStore(url, s3_options)
+    store.initialise([{"name": "resize", "size": 16}], "hash-s3", overwrite=False)
+    rng = np.random.default_rng(0)
+    image = rng.random((5, 16, 16), dtype=np.float32)
+    mask = (rng.random((5, 16, 16)) > 0.7).astype(np.uint8)
+    store.write_case("lung_001", image, mask, {"geometry": {"shape": [16, 16, 5]}, "trace": []})
+
+    again = SliceStore(url, s3_options)
+    assert again.cases() == ["lung_001"]
+    assert again.root_attrs()["preprocess_hash"] == "hash-s3"
+    got_image, got_mask = again.read_case("lung_001")
+    np.testing.assert_allclose(got_image, image, atol=1e-3)
+    np.testing.assert_array_equal(got_mask, mask)
+    uncached = SliceStore(url, s3_options, cache_bytes=0)
+    slice_image, slice_mask = uncached.read_slice("lung_001", 3)
+    np.testing.assert_array_equal(slice_image, got_image[3])
+    np.testing.assert_array_equal(slice_mask, mask[3])
+    np.testing.assert_array_equal(again.tumor_pixels("lung_001"), mask.reshape(5, -1).sum(1))
+
+
+def test_preprocess_into_s3_with_parallel_workers_and_train_reads(
+    s3_options, tiny_dataset, tmp_path
+):
+    url = f"s3://{BUCKET}/preprocessed.zarr"
+    raw = tiny_recipe_dict(tiny_dataset, tmp_path)
+    raw["store"] = {"path": url, "storage_options": s3_options}
+    recipe = recipe_from_dict(raw)
+    report = run_preprocess(recipe, workers=2, progress=False)
+    assert report.written == [f"lung_00{i}" for i in range(1, 6)] and not report.failed
+
+    local = tmp_path / "local.zarr"
+    raw["store"] = {"path": str(local)}
+    run_preprocess(recipe_from_dict(raw), workers=1, progress=False)
+
+    remote, reference = SliceStore(url, s3_options), SliceStore(str(local))
+    assert remote.cases() == reference.cases()
+    for case_id in reference.cases():
+        for got, want in zip(remote.read_case(case_id), reference.read_case(case_id), strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert remote.attrs(case_id) == reference.attrs(case_id)
+    dataset = SliceDataset(remote, remote.cases())
+    image, mask = dataset[len(dataset) - 1]
+    assert image.shape == (1, 32, 32) and mask.shape == (1, 32, 32)
+
+    # resumable there too: a second run finds every case complete
+    again = run_preprocess(recipe, workers=2, progress=False)
+    assert again.written == [] and len(again.skipped) == 5
