@@ -24,7 +24,12 @@ class SegmentationModule(pl.LightningModule):
 
     Logged per epoch: ``train_loss``, ``val_loss`` (mean over validation slices) and
     ``val_dice``: Dice pooled over every validation pixel of the preprocessed slices,
-    with probabilities thresholded at ``evaluate.threshold``.
+    with probabilities thresholded at ``evaluate.threshold`` (1.0 when neither prediction
+    nor truth has a tumour pixel).
+
+    ``trainer.channels_last`` stores weights and inputs in NHWC (faster convolutions with
+    mixed precision on tensor-core GPUs); ``trainer.compile`` runs the network through
+    ``torch.compile`` during ``fit`` (the checkpoint keeps the plain network's weights).
     """
 
     def __init__(self, recipe: dict[str, Any]) -> None:
@@ -36,11 +41,26 @@ class SegmentationModule(pl.LightningModule):
         self.model = registry.create("model", r.model.name, r.model.params, "model")
         self.loss_fn = registry.create("loss", r.loss.name, r.loss.params, "loss")
         self.threshold = r.evaluate.threshold
+        self.channels_last = r.trainer.channels_last
         self._val = torch.zeros(5, dtype=torch.float64)
+        # Not a registered submodule, so state_dict keys stay those of ``self.model``.
+        self.__dict__["_compiled"] = None
+
+    def on_fit_start(self) -> None:
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.recipe.trainer.compile and self.__dict__["_compiled"] is None:
+            self.__dict__["_compiled"] = torch.compile(self.model)
+
+    def on_fit_end(self) -> None:
+        self.__dict__["_compiled"] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, 1, H, W)`` for images ``(N, 1, H, W)``."""
-        return self.model(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        compiled = self.__dict__["_compiled"]
+        return (compiled or self.model)(x)
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
@@ -85,9 +105,26 @@ class SegmentationModule(pl.LightningModule):
         self.log("val_dice", dice, prog_bar=True, sync_dist=False)
         self.log("val_loss", loss_sum / max(n, 1), prog_bar=True, sync_dist=False)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
+        """Adam, with the recipe's ``optimizer.scheduler`` stepped once per epoch."""
         opt = self.recipe.optimizer
-        return torch.optim.Adam(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        adam = torch.optim.Adam(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        if opt.scheduler == "cosine":
+            scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(
+                adam, T_max=self.recipe.trainer.max_epochs, eta_min=opt.min_lr
+            )
+            return {"optimizer": adam, "lr_scheduler": {"scheduler": scheduler}}
+        if opt.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                adam,
+                mode="max",
+                factor=opt.plateau_factor,
+                patience=opt.plateau_patience,
+                min_lr=opt.min_lr,
+            )
+            config = {"scheduler": scheduler, "monitor": "val_dice", "interval": "epoch"}
+            return {"optimizer": adam, "lr_scheduler": config}
+        return adam
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lungseg"] = {"version": __version__, "recipe": self.hparams["recipe"]}

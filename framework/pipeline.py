@@ -1,4 +1,10 @@
-"""``lungseg run``: every stage of a recipe in order, printing where each output went."""
+"""``lungseg run``: every stage of a recipe in order, printing where each output went.
+
+Under several processes (``torchrun``, ``srun``, or Lightning's DDP launcher re-running the
+command line) only global rank 0 fetches and preprocesses the data before training (the
+others wait inside the Trainer, whose ``prepare_data`` barrier follows rank 0), and only
+global rank 0 evaluates and predicts; the other ranks return 0 after training.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,21 @@ from lungseg.predict import predict
 from lungseg.preprocess import run_preprocess
 from lungseg.recipe import Recipe
 from lungseg.sources import find_cases, prepare_source
-from lungseg.train import train
+from lungseg.train import launch_rank, train
 
 
 def run(recipe: Recipe) -> int:
-    """Prepare data, preprocess, train, evaluate, and predict the unlabelled test scans."""
+    """Prepare data, preprocess, train, evaluate, and predict the unlabelled test scans.
+
+    Args:
+        recipe: the run's recipe.
+
+    Returns:
+        The exit status (0).
+    """
+    if launch_rank() != 0:
+        train(recipe)  # a DDP worker: rank 0 prepares the data, evaluates and predicts
+        return 0
     root = prepare_source(recipe.data)
     print(f"[1/5] data: {root}")
     report = run_preprocess(recipe)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from lungseg.data import SliceDataset, build_augment, split_cases
@@ -54,3 +55,56 @@ def test_augmentation_keeps_masks_binary_and_is_reproducible():
     assert set(np.unique(first["mask"])) <= {0, 1}
     assert not np.array_equal(first["mask"], mask)  # it did move
     assert build_augment(AugmentConfig(enabled=False), seed=0) is None
+
+
+def _augmented_epochs(recipe, seed: int) -> list[list[torch.Tensor]]:
+    """Two epochs of augmented training batches, in order, from 2 loader workers."""
+    from lungseg.data import SliceDataModule, _seed_worker
+    from lungseg.manager import load_registry
+    from lungseg.sampling import ShardSampler
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    data = SliceDataModule(recipe, load_registry())
+    data.setup("fit")
+    loader = torch.utils.data.DataLoader(
+        data.train_set,
+        batch_size=8,
+        sampler=ShardSampler(16),  # the same 16 slices, in order, every epoch
+        num_workers=2,
+        worker_init_fn=_seed_worker,
+        persistent_workers=True,
+    )
+    epochs = [[torch.cat(batch, 1) for batch in loader] for _ in range(2)]
+    for batches in epochs:
+        masks = torch.cat([b[:, 1] for b in batches])
+        assert set(masks.unique().tolist()) <= {0.0, 1.0}
+    return epochs
+
+
+def test_worker_augmentation_is_reproducible_per_seed_and_differs_per_epoch(tiny_recipe):
+    tiny_recipe.augment = AugmentConfig(p=1.0, rotate=30, scale=[0.8, 1.2], translate=0.1)
+    run_preprocess(tiny_recipe, workers=1, progress=False)
+    first = _augmented_epochs(tiny_recipe, seed=3)
+    again = _augmented_epochs(tiny_recipe, seed=3)
+    other = _augmented_epochs(tiny_recipe, seed=4)
+    for a, b in zip(first, again, strict=True):
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+    assert not all(torch.equal(x, y) for x, y in zip(first[0], first[1], strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(first[0], other[0], strict=True))
+
+
+def test_serialised_albumentations_transform_from_the_recipe():
+    import albumentations as A
+
+    from lungseg.errors import RecipeError
+
+    spec = A.to_dict(A.Compose([A.HorizontalFlip(p=1.0)]))
+    flip = build_augment(AugmentConfig(transform=spec), seed=0)
+    image = np.arange(16, dtype=np.float32).reshape(4, 4)
+    mask = (image > 7).astype(np.uint8)
+    out = flip(image=image, mask=mask)
+    np.testing.assert_array_equal(out["image"], image[:, ::-1])
+    np.testing.assert_array_equal(out["mask"], mask[:, ::-1])
+    with pytest.raises(RecipeError, match=r"augment\.transform"):
+        build_augment(AugmentConfig(transform={"transform": {"name": "nope"}}), seed=0)

@@ -52,3 +52,14 @@ def test_bad_sampler_parameters():
 
     with pytest.raises(RecipeError, match="num_samples"):
         load_registry().create("sampler", "tumor-weighted", {"num_samples": 0}, "sampler")
+
+
+def test_weighted_draw_is_reproducible_per_seed_and_pads_to_equal_shares():
+    weights = class_balanced_weights(np.array([0] * 40 + [1] * 5))
+    a = DistributedWeightedSampler(weights, num_samples=45, num_replicas=4, rank=1, seed=9)
+    b = DistributedWeightedSampler(weights, num_samples=45, num_replicas=4, rank=1, seed=9)
+    c = DistributedWeightedSampler(weights, num_samples=45, num_replicas=4, rank=1, seed=10)
+    assert list(a) == list(b) and list(a) != list(c)
+    assert len(a) == 12 and len(a.draw()) == 48  # ceil(45 / 4) per rank, every rank equal
+    with pytest.raises(ValueError, match="rank"):
+        DistributedWeightedSampler(weights, num_replicas=2, rank=2)

@@ -1,0 +1,208 @@
+"""The Lightning ``Trainer`` a recipe asks for: checkpoints, early stopping, loggers, precision.
+
+Checkpoints (in ``<output>/checkpoints``):
+
+- ``best-epochNNN-diceD.DDDD.ckpt``: the single best epoch by validation Dice (``val_dice``,
+  mode ``max``), written after validation.
+- ``last.ckpt``: refreshed after every validation and, with
+  ``trainer.checkpoint_every_n_steps: N``, every N optimiser steps as well. It holds the
+  weights, optimiser and LR-scheduler state, epoch and global step, so
+  ``lungseg train --resume`` continues after a crash or a SIGKILL. Without step checkpoints a
+  run killed mid-epoch resumes from the end of the last finished epoch; with them it resumes
+  at the last saved step and finishes that epoch's remaining batches (Lightning restarts the
+  epoch's sampler sequence, and warns that the loader is not resumable).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.trainer.states import TrainerFn
+
+from lungseg.errors import RecipeError
+from lungseg.recipe import Recipe
+
+PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+LOGGERS = ("csv", "tensorboard")
+SCHEDULERS = ("none", "cosine", "plateau")
+
+
+def check_trainer_keys(recipe: Recipe) -> None:
+    """Check the values Lightning would reject late (or silently accept).
+
+    Raises:
+        RecipeError: naming the recipe file and key.
+    """
+    t, o, src = recipe.trainer, recipe.optimizer, recipe.source_file
+    if str(t.precision) not in PRECISIONS:
+        raise RecipeError(
+            f"{src}: trainer.precision: {t.precision!r} is not one of {', '.join(PRECISIONS)}"
+        )
+    for key in ("max_epochs", "accumulate_grad_batches", "batch_size"):
+        if getattr(t, key) < 1:
+            raise RecipeError(f"{src}: trainer.{key}: must be >= 1, got {getattr(t, key)}")
+    if t.checkpoint_every_n_steps < 0:
+        raise RecipeError(f"{src}: trainer.checkpoint_every_n_steps: must be >= 0 (0: off)")
+    if t.gradient_clip_val is not None and t.gradient_clip_val <= 0:
+        raise RecipeError(f"{src}: trainer.gradient_clip_val: must be > 0 or null (no clipping)")
+    if t.early_stopping_patience is not None and t.early_stopping_patience < 1:
+        raise RecipeError(f"{src}: trainer.early_stopping_patience: must be >= 1 or null (off)")
+    bad = [name for name in t.loggers if name not in LOGGERS]
+    if bad:
+        raise RecipeError(f"{src}: trainer.loggers: unknown {bad[0]!r}; choose from {LOGGERS}")
+    if o.scheduler not in SCHEDULERS:
+        raise RecipeError(
+            f"{src}: optimizer.scheduler: unknown {o.scheduler!r}; choose from {SCHEDULERS}"
+        )
+
+
+def build_checkpoints(recipe: Recipe, output: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """The best-by-``val_dice`` checkpoint and the ``last.ckpt`` one (see the module doc).
+
+    Returns:
+        ``(best, last)`` callbacks.
+    """
+    every = recipe.trainer.checkpoint_every_n_steps
+    best = ModelCheckpoint(
+        dirpath=output / "checkpoints",
+        filename="best-epoch{epoch:03d}-dice{val_dice:.4f}",
+        auto_insert_metric_name=False,
+        monitor="val_dice",
+        mode="max",
+        save_top_k=1,
+        save_last=False,
+    )
+    return best, LastCheckpoint(output / "checkpoints", every)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` after every validation and, optionally, every N optimiser steps.
+
+    Lightning's own ``save_last`` only refreshes ``last.ckpt`` when a top-k checkpoint was
+    written (so after an epoch without a better Dice it would be stale), and takes step or
+    epoch triggers, not both; this callback alone owns ``last.ckpt`` and overwrites it (no
+    ``last-v1.ckpt`` when the folder already holds one).
+
+    Args:
+        dirpath: the checkpoint folder.
+        every_n_train_steps: optimiser steps between saves (0: after validation only).
+    """
+
+    def __init__(self, dirpath: Path, every_n_train_steps: int = 0) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            monitor=None,
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=every_n_train_steps or None,
+            enable_version_counter=False,
+        )
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def build_loggers(recipe: Recipe, output: Path) -> list[Logger]:
+    """CSV (``<output>/logs/metrics.csv``) and TensorBoard (``<output>/logs/tensorboard``)."""
+    loggers: list[Logger] = []
+    if "csv" in recipe.trainer.loggers:
+        loggers.append(CSVLogger(output, name="logs", version=""))
+    if "tensorboard" in recipe.trainer.loggers:
+        loggers.append(
+            TensorBoardLogger(output, name="logs", version="tensorboard", default_hp_metric=False)
+        )
+    return loggers
+
+
+def keep_csv_history(loggers: list[Logger], before_step: int) -> None:
+    """On resume, keep the CSV rows logged before the checkpoint (Lightning deletes the file).
+
+    Args:
+        loggers: the run's loggers; only a ``CSVLogger`` is touched, on global rank 0.
+        before_step: the checkpoint's global step; later rows are logged again by the run.
+    """
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        path = Path(logger.log_dir) / "metrics.csv"
+        if not path.is_file():
+            continue
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        writer = logger.experiment  # creating it deletes the old file
+        for row in rows:
+            values: dict[str, float] = {
+                k: int(float(v)) if k == "epoch" else float(v)
+                for k, v in row.items()
+                if k != "step" and v not in ("", None)
+            }
+            step = int(float(row.get("step") or 0))
+            if values and step < before_step:
+                writer.log_metrics(values, step)
+        writer.save()
+
+
+def build_trainer(
+    recipe: Recipe, output: Path, callbacks: list[Callback] | None = None, **overrides: Any
+) -> tuple[pl.Trainer, ModelCheckpoint, ModelCheckpoint]:
+    """A ``Trainer`` configured by ``recipe.trainer``.
+
+    Args:
+        recipe: the run's recipe.
+        output: the run directory.
+        callbacks: extra callbacks (after the built-in ones).
+        **overrides: further ``pl.Trainer`` arguments (tests and benchmarks).
+
+    Returns:
+        ``(trainer, best_checkpoint, last_checkpoint)``.
+
+    Raises:
+        RecipeError: a trainer value Lightning rejects (names the ``trainer`` keys).
+    """
+    check_trainer_keys(recipe)
+    t = recipe.trainer
+    best, last = build_checkpoints(recipe, output)
+    extra: list[Callback] = [best, last]
+    if t.early_stopping_patience is not None:
+        extra.append(EarlyStopping("val_dice", patience=t.early_stopping_patience, mode="max"))
+    loggers = build_loggers(recipe, output)
+    if loggers and recipe.optimizer.scheduler != "none":
+        extra.append(LearningRateMonitor(logging_interval="epoch"))
+    precision = "32-true" if str(t.precision) == "32" else str(t.precision)
+    kwargs: dict[str, Any] = {
+        "max_epochs": t.max_epochs,
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "num_nodes": t.num_nodes,
+        "strategy": t.strategy,
+        "precision": precision,
+        "gradient_clip_val": t.gradient_clip_val,
+        "accumulate_grad_batches": t.accumulate_grad_batches,
+        "callbacks": extra + list(callbacks or []),
+        "logger": loggers or False,
+        "default_root_dir": output,
+        "use_distributed_sampler": False,  # our samplers shard themselves correctly
+        "log_every_n_steps": t.log_every_n_steps,
+        "enable_progress_bar": t.enable_progress_bar,
+        "enable_model_summary": False,
+    }
+    kwargs.update(overrides)
+    try:
+        trainer = pl.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        keys = "trainer.accelerator / devices / num_nodes / strategy / precision"
+        raise RecipeError(f"{recipe.source_file}: {keys}: {str(exc).splitlines()[0]}") from None
+    return trainer, best, last

@@ -1,0 +1,194 @@
+"""Trainer options from the recipe, and resume after a real SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from pytorch_lightning.callbacks import Callback
+
+from lungseg.errors import RecipeError
+from lungseg.module import SegmentationModule
+from lungseg.recipe import recipe_from_dict
+from lungseg.train import launch_rank, train
+from lungseg.trainer_config import build_trainer
+
+from .conftest import tiny_recipe_dict
+
+
+def _recipe(data: Path, work: Path, trainer: dict | None = None, **sections):
+    raw = tiny_recipe_dict(data, work)
+    raw["trainer"].update(trainer or {})
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return recipe_from_dict(raw, source="tiny.yaml")
+
+
+@pytest.mark.parametrize(
+    ("trainer", "sections", "key"),
+    [
+        ({"precision": "fp8"}, {}, "trainer.precision"),
+        ({"loggers": ["wandb"]}, {}, "trainer.loggers"),
+        ({"accumulate_grad_batches": 0}, {}, "trainer.accumulate_grad_batches"),
+        ({"strategy": "no-such-strategy"}, {}, "trainer.accelerator / devices"),
+        ({}, {"optimizer": {"scheduler": "step"}}, "optimizer.scheduler"),
+    ],
+)
+def test_bad_trainer_values_name_the_key(tiny_dataset, tmp_path, trainer, sections, key):
+    recipe = _recipe(tiny_dataset, tmp_path, trainer, **sections)
+    with pytest.raises(RecipeError, match=rf"tiny\.yaml: {key}"):
+        build_trainer(recipe, tmp_path / "run")
+
+
+@pytest.mark.parametrize("name", ["cosine", "plateau"])
+def test_schedulers_from_the_recipe(tiny_dataset, tmp_path, name):
+    recipe = _recipe(tiny_dataset, tmp_path, optimizer={"scheduler": name, "min_lr": 1e-5})
+    config = SegmentationModule(recipe.to_dict()).configure_optimizers()
+    scheduler = config["lr_scheduler"]["scheduler"]
+    if name == "cosine":
+        assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+        assert scheduler.T_max == recipe.trainer.max_epochs and scheduler.eta_min == 1e-5
+    else:
+        assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        assert config["lr_scheduler"]["monitor"] == "val_dice" and scheduler.mode == "max"
+
+
+def test_compile_is_wired_and_keeps_checkpoint_keys(tiny_dataset, tmp_path):
+    recipe = _recipe(tiny_dataset, tmp_path, {"compile": True})
+    module = SegmentationModule(recipe.to_dict())
+    keys = list(module.state_dict())
+    module.on_fit_start()
+    assert isinstance(module.__dict__["_compiled"], torch._dynamo.eval_frame.OptimizedModule)
+    assert list(module.state_dict()) == keys  # checkpoints stay loadable without compile
+    module.on_fit_end()
+    assert module.__dict__["_compiled"] is None
+
+
+def test_launch_rank_reads_every_launcher(monkeypatch):
+    for var in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert launch_rank() == 0
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert launch_rank() == 1
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("NODE_RANK", "1")
+    assert launch_rank() != 0
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert launch_rank() == 0
+    monkeypatch.setenv("RANK", "3")
+    assert launch_rank() == 3
+
+
+class _Probe(Callback):
+    """Records, inside the real forward pass, autocast and the input memory format."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bool, torch.dtype, bool]] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        def hook(_module, args, output):
+            x = args[0]
+            channels_last = x.is_contiguous(memory_format=torch.channels_last)
+            self.seen.append((torch.is_autocast_enabled("cpu"), output.dtype, channels_last))
+
+        pl_module.model.register_forward_hook(hook)
+
+
+@pytest.mark.slow
+def test_bf16_channels_last_cosine_loggers_and_early_stopping(tiny_dataset, tmp_path):
+    trainer = {
+        "precision": "bf16-mixed",
+        "channels_last": True,
+        "max_epochs": 3,
+        "early_stopping_patience": 1,
+        "gradient_clip_val": 1.0,
+        "accumulate_grad_batches": 2,
+        "batch_size": 16,
+    }
+    recipe = _recipe(tiny_dataset, tmp_path, trainer, optimizer={"scheduler": "cosine"})
+    probe = _Probe()
+    result = train(recipe, callbacks=[probe])
+    assert probe.seen and all(p == (True, torch.bfloat16, True) for p in probe.seen)
+
+    ckpt = torch.load(result.last, map_location="cpu", weights_only=True)
+    assert ckpt["lr_schedulers"][0]["T_max"] == 3
+    assert ckpt["optimizer_states"][0]["state"]  # Adam moments saved
+    stopper = next(v for k, v in ckpt["callbacks"].items() if k.startswith("EarlyStopping"))
+    assert stopper["patience"] == 1
+    assert "-dice" in Path(result.best).name
+
+    with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val_dice")]
+    dice = [float(r["val_dice"]) for r in rows]
+    expected = len(dice)  # the epoch after the first one without a better val_dice is the last
+    for i in range(1, len(dice)):
+        if dice[i] <= max(dice[:i]):
+            expected = i + 1
+            break
+    assert len(dice) == min(expected, 3) and ckpt["epoch"] == len(dice) - 1
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "run").rglob("*"))
+    assert "lr-Adam" in (tmp_path / "run" / "logs" / "metrics.csv").read_text()
+
+
+def _read(path: Path, tries: int = 20) -> dict | None:
+    for _ in range(tries):  # the file may be mid-write
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            time.sleep(0.2)
+    return None
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_mid_epoch_restores_everything(tiny_dataset, tmp_path):
+    raw = tiny_recipe_dict(tiny_dataset, tmp_path)
+    raw["trainer"].update(max_epochs=2, checkpoint_every_n_steps=2, loggers=["csv"])
+    raw["optimizer"].update(scheduler="cosine")
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(yaml.safe_dump(raw))
+    steps_per_epoch = 90 // 8 + 1  # 3 training cases x 30 slices, batch 8
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    cmd = [sys.executable, "-m", "lungseg", "train", str(recipe_file)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    killed_at = None
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            ckpt = _read(last) if last.is_file() else None
+            if ckpt and ckpt["global_step"] > steps_per_epoch + 1:  # into the second epoch
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(30)
+                killed_at = _read(last)
+                break
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed_at is not None, proc.stdout.read().decode()[-3000:]
+    assert proc.returncode == -signal.SIGKILL
+    step = killed_at["global_step"]
+    assert step % steps_per_epoch != 0 and killed_at["epoch"] >= 1  # a mid-epoch checkpoint
+    assert killed_at["optimizer_states"][0]["state"]
+
+    done = subprocess.run(
+        [*cmd, "--resume"], capture_output=True, encoding="utf-8", errors="replace", timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = torch.load(last, map_location="cpu", weights_only=True)
+    assert final["epoch"] == 1 and final["global_step"] == 2 * steps_per_epoch
+    # Adam's step count and the cosine schedule went on from the checkpoint, not from zero
+    adam_steps = {float(s["step"]) for s in final["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {2.0 * steps_per_epoch}
+    assert final["lr_schedulers"][0]["last_epoch"] == 2
+    with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as handle:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(handle) if r.get("val_dice")]
+    assert epochs == [0, 1]  # the resumed process did not start again at epoch 0
