@@ -68,7 +68,12 @@ def _print_metrics(metrics: dict, output: str) -> None:
     dice = metrics["mean_case_dice"]
     shown = "n/a" if dice is None else f"{dice:.4f}"
     print(f"mean_case_dice ({metrics['split']}): {shown}")
-    print(f"metrics: {Path(output) / 'metrics.json'}")
+    pooled = metrics.get("pooled_dice")
+    if pooled is not None:
+        print(f"pooled_dice ({metrics['split']}): {pooled:.4f}")
+    print(f"metrics: {Path(output) / 'metrics.json'}, {Path(output) / 'per_case.csv'}")
+    if (Path(output) / "figures").is_dir():
+        print(f"figures: {Path(output) / 'figures'}")
     if (Path(output) / "loss_curve.png").is_file():
         print(f"loss curve: {Path(output) / 'loss_curve.png'}")
 
@@ -83,12 +88,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from lungseg.predict import predict
+    from lungseg.recipe import Component
 
     report = predict(
-        args.checkpoint, args.inputs, args.out, threshold=args.threshold, device=args.device
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        device=args.device,
+        tta=True if args.tta else None,
+        postprocess=[Component(n) for n in args.postprocess] if args.postprocess else None,
+        prob=args.prob,
+        overlay=args.overlay,
     )
     for path in report.written:
         print(f"mask: {path}")
+    for path in report.extra:
+        print(f"also: {path}")
     for name, why in report.failed.items():
         print(
             f"lungseg: error: {why}" if name in why else f"lungseg: error: {name}: {why}",
@@ -176,10 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write tumour masks for new CT scans")
-    p.add_argument("inputs", nargs="+", help="NIfTI files or folders of them")
+    p.add_argument(
+        "inputs", nargs="+", help="NIfTI files, folders of them, or a folder with one DICOM series"
+    )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
+    p.add_argument("--prob", action="store_true", help="also write <name>_prob.nii.gz (float32)")
+    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
+    p.add_argument("--tta", action="store_true", help="average with left-right flipped slices")
+    p.add_argument(
+        "--postprocess",
+        action="append",
+        metavar="NAME",
+        help="postprocessor plugin (min-size, largest-components, inside-lungs); repeatable",
+    )
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
     )

@@ -28,10 +28,11 @@ def lungseg_add_preprocessors(registry: KindRegistry) -> None:
 
     Args:
         registry: the preprocessor registry. Each factory returns a
-            :class:`lungseg.preprocessing.Step`: ``apply(volume) -> volume`` maps a
+            :class:`lungseg.preprocessing.Step`: ``apply(volume) -> (volume, info)`` maps a
             :class:`lungseg.volume.Volume` forward (image ``(X, Y, Z)`` float32, mask uint8
-            or ``None``, slice axis last) and records in ``volume.trace`` what
-            ``invert(array, info, is_label)`` needs to map a prediction back.
+            or ``None``, slice axis last) and returns, as JSON-ready ``info``, what
+            ``invert(array, info, is_label=...)`` needs to map a prediction back to the
+            step's input grid.
     """
 
 
@@ -80,4 +81,17 @@ def lungseg_add_metrics(registry: KindRegistry) -> None:
             :class:`lungseg.metrics.Metric`: ``metric(pred, truth, spacing) -> float`` on
             boolean 3D arrays in a case's own geometry (``spacing`` in mm per axis), with
             a documented value for empty masks (``nan`` where undefined).
+    """
+
+
+@hookspec
+def lungseg_add_postprocessors(registry: KindRegistry) -> None:
+    """Add post-processing steps for predicted masks (used only when a recipe lists them).
+
+    Args:
+        registry: the postprocessor registry. Each factory returns a
+            :class:`lungseg.inference.PostProcessor`: ``post(mask, image, spacing) -> mask``
+            on a boolean ``(X, Y, Z)`` mask in the scan's own geometry, with the scan's
+            float32 Hounsfield units ``image`` of the same shape and ``spacing`` in mm per
+            axis; it returns a boolean mask of the same shape (an empty mask stays empty).
     """

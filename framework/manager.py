@@ -23,6 +23,7 @@ _HOOKS = {
     "model": "lungseg_add_models",
     "loss": "lungseg_add_losses",
     "metric": "lungseg_add_metrics",
+    "postprocessor": "lungseg_add_postprocessors",
 }
 
 

@@ -1,36 +1,70 @@
-"""``lungseg predict``: new scans -> the checkpoint's chain -> model -> masks in scan geometry."""
+"""``lungseg predict``: new scans -> the checkpoint's chain -> model -> masks in scan geometry.
+
+Inputs are NIfTI files, folders of them, or a folder holding one DICOM CT series. Per input
+it writes ``<name>.nii.gz`` (uint8 {0, 1}, the input's shape, affine and orientation), and
+on request ``<name>_prob.nii.gz`` (float32 probabilities) and ``<name>_overlay.png``.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from lungseg.checkpoint import load_checkpoint
+from lungseg.dicom import read_dicom_series, series_ids
 from lungseg.errors import DataError, LungsegError
-from lungseg.inference import default_device, predict_probs
+from lungseg.figures import case_view, save_case_figure
+from lungseg.inference import Timings, build_postprocessors, default_device, predict_scan
 from lungseg.manager import load_registry
 from lungseg.preprocessing import Chain
-from lungseg.volume import Volume, read_image, write_mask
+from lungseg.recipe import Component
+from lungseg.volume import read_image, write_mask
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
+@dataclass(frozen=True)
+class ScanInput:
+    """One scan to predict: a NIfTI file, or a folder with one DICOM series."""
+
+    path: Path
+    dicom: bool = False
+
+    @property
+    def stem(self) -> str:
+        """The output name without extension (``lung_006`` for ``lung_006.nii.gz``)."""
+        name = self.path.name
+        for suffix in NIFTI_SUFFIXES:
+            if name.endswith(suffix):
+                return name[: -len(suffix)]
+        return name
+
+
 @dataclass
 class PredictReport:
+    """What one ``predict`` call wrote, what failed (input -> message) and where time went."""
+
     written: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    extra: list[Path] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
 
 
-def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders expanded to the NIfTI files inside (sorted).
+def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[ScanInput], dict[str, str]]:
+    """Files as given; folders expanded to their NIfTI files (sorted) or their DICOM series.
 
-    Raises:
-        DataError: an input does not exist, or a folder holds no NIfTI file.
+    Returns:
+        The scans, and the inputs that cannot be predicted (path -> one-line reason): a
+        missing path, a folder with neither NIfTI files nor a DICOM series, a folder with
+        several DICOM series.
     """
-    files: list[Path] = []
+    scans: list[ScanInput] = []
+    failed: dict[str, str] = {}
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -39,14 +73,44 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
                 for p in path.iterdir()
                 if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith(".")
             )
-            if not found:
-                raise DataError(f"{path}: no .nii or .nii.gz files in this folder")
-            files.extend(found)
+            if found:
+                scans.extend(ScanInput(p) for p in found)
+                continue
+            ids = series_ids(path)
+            if len(ids) == 1:
+                scans.append(ScanInput(path, dicom=True))
+            elif ids:
+                failed[str(path)] = (
+                    f"{path}: holds {len(ids)} DICOM series; put each series in its own folder"
+                )
+            else:
+                failed[str(path)] = (
+                    f"{path}: no .nii/.nii.gz files and no DICOM series in this folder"
+                )
         elif path.exists():
-            files.append(path)
+            scans.append(ScanInput(path))
         else:
-            raise DataError(f"{path}: no such file or folder")
-    return files
+            failed[str(path)] = f"{path}: no such file or folder"
+    return scans, failed
+
+
+def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray, reference: Path | None) -> Path:
+    """Write ``array`` with the reference file's header (or a fresh one), atomically."""
+    if reference is not None:
+        header = nib.load(str(reference)).header.copy()
+        header.set_data_dtype(array.dtype)
+        header["scl_slope"], header["scl_inter"] = 1, 0
+        image = nib.Nifti1Image(array, affine, header)
+    else:
+        image = nib.Nifti1Image(array, affine)
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+        image.header.set_xyzt_units("mm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".partial-" + path.name)
+    nib.save(image, str(tmp))
+    os.replace(tmp, path)
+    return path
 
 
 def predict(
@@ -57,26 +121,91 @@ def predict(
     threshold: float | None = None,
     batch_size: int | None = None,
     device: str | None = None,
+    tta: bool | None = None,
+    postprocess: list[Component] | None = None,
+    prob: bool = False,
+    overlay: bool = False,
 ) -> PredictReport:
     """Write a uint8 {0, 1} mask per input scan, with the input's exact shape and affine.
 
-    The preprocessing is the chain stored in the checkpoint's recipe; slices it drops
-    are 0 in the mask. A failing input is reported and the others are still predicted.
+    The preprocessing is the chain stored in the checkpoint's recipe; slices it drops are 0
+    in the mask. ``threshold``, ``batch_size``, ``tta`` and ``postprocess`` default to the
+    checkpoint recipe's ``evaluate`` settings (TTA and post-processing are off unless set).
+    A failing input is reported in :attr:`PredictReport.failed`; the others are still
+    predicted.
+
+    Raises:
+        CheckpointError: the checkpoint is missing, unsafe or has no lungseg recipe.
+        RecipeError: an unknown postprocessor name or parameter.
     """
     module, recipe = load_checkpoint(checkpoint)
-    chain = Chain.from_components(recipe.preprocess, load_registry())
-    threshold = recipe.evaluate.threshold if threshold is None else threshold
-    batch_size = batch_size or recipe.evaluate.batch_size
-    device = device or default_device()
-    report = PredictReport()
-    for path in expand_inputs(inputs):
+    registry = load_registry()
+    chain = Chain.from_components(recipe.preprocess, registry)
+    cfg = recipe.evaluate
+    posts = build_postprocessors(cfg.postprocess if postprocess is None else postprocess, registry)
+    settings = {
+        "threshold": cfg.threshold if threshold is None else threshold,
+        "batch_size": batch_size or cfg.batch_size,
+        "device": device or default_device(),
+        "tta": cfg.tta if tta is None else tta,
+        "posts": posts,
+    }
+    out = Path(out)
+    scans, failed = expand_inputs(inputs)
+    report = PredictReport(failed=failed)
+    used: dict[str, Path] = {}
+    for scan in scans:
         try:
-            image, geometry = read_image(path)
-            volume, trace = chain.forward(Volume(image, None, geometry.affine, str(path)))
-            probs = predict_probs(module.model, np.moveaxis(volume.image, 2, 0), batch_size, device)
-            back = chain.invert(np.moveaxis(probs, 0, 2), trace, is_label=False)
-            mask = (back >= threshold).astype(np.uint8)
-            report.written.append(write_mask(Path(out) / path.name, mask, path))
+            if scan.stem in used:
+                raise DataError(
+                    f"{scan.path}: gives the same output name {scan.stem!r} as {used[scan.stem]}; "
+                    "rename one or predict them into different --out folders"
+                )
+            used[scan.stem] = scan.path
+            _predict_one(module.model, chain, scan, out, report, settings, prob, overlay)
         except LungsegError as exc:
-            report.failed[str(path)] = str(exc)
+            report.failed[str(scan.path)] = str(exc)
     return report
+
+
+def _predict_one(
+    model: Any,
+    chain: Chain,
+    scan: ScanInput,
+    out: Path,
+    report: PredictReport,
+    settings: dict[str, Any],
+    prob: bool,
+    overlay: bool,
+) -> None:
+    """Read, predict and write one scan; raises :class:`LungsegError` for bad input."""
+    timings = report.timings
+    with timings.stage("read"):
+        if scan.dicom:
+            image, geometry = read_dicom_series(scan.path)
+        else:
+            image, geometry = read_image(scan.path)
+    result = predict_scan(
+        model,
+        chain,
+        image,
+        geometry.affine,
+        geometry.spacing,
+        source=str(scan.path),
+        timings=timings,
+        **settings,
+    )
+    reference = None if scan.dicom else scan.path
+    with timings.stage("write"):
+        mask_path = out / (f"{scan.stem}.nii.gz" if scan.dicom else scan.path.name)
+        if reference is None:
+            report.written.append(_save_nifti(mask_path, result.mask, geometry.affine, None))
+        else:
+            report.written.append(write_mask(mask_path, result.mask, reference))
+        if prob:
+            prob_path = out / f"{scan.stem}_prob.nii.gz"
+            report.extra.append(_save_nifti(prob_path, result.probs, geometry.affine, reference))
+    if overlay:
+        with timings.stage("overlay"):
+            view = case_view(scan.stem, image, result.mask, geometry.affine)
+            report.extra.append(save_case_figure(view, out / f"{scan.stem}_overlay.png"))

@@ -11,7 +11,7 @@ from typing import Any
 from lungseg.errors import PluginError, RecipeError
 
 #: The kinds of component a plugin can add, in the order ``lungseg plugins`` lists them.
-KINDS = ("preprocessor", "sampler", "model", "loss", "metric")
+KINDS = ("preprocessor", "sampler", "model", "loss", "metric", "postprocessor")
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,19 @@ def tiny_recipe_file(tiny_dataset: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_recipe(tiny_recipe_file: Path) -> Recipe:
     return load_recipe(tiny_recipe_file)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A tiny recipe preprocessed and trained for one epoch: ``(recipe, best checkpoint)``."""
+    from lungseg.preprocess import run_preprocess
+    from lungseg.train import train
+
+    work = tmp_path_factory.mktemp("trained")
+    raw = tiny_recipe_dict(tiny_dataset, work)
+    raw["trainer"]["max_epochs"] = 1
+    path = work / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    recipe = load_recipe(path)
+    run_preprocess(recipe, workers=1)
+    return recipe, Path(train(recipe).best)

@@ -22,7 +22,8 @@ def test_run_writes_every_output_and_predict_keeps_geometry(
     result = subprocess.run(
         [sys.executable, "-m", "lungseg", "run", str(tiny_recipe_file)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -99,7 +100,8 @@ def test_run_writes_every_output_and_predict_keeps_geometry(
             str(tmp_path / "pred"),
         ],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert predict.returncode == 0, predict.stderr[-2000:]
@@ -128,7 +130,8 @@ def test_run_writes_every_output_and_predict_keeps_geometry(
             str(tmp_path / "pred2"),
         ],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert mixed.returncode == 2

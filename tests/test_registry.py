@@ -20,6 +20,7 @@ def test_default_plugins_come_through_the_entry_point_group():
         "model": {"unet"},
         "loss": {"bce"},
         "metric": {"dice", "iou"},
+        "postprocessor": {"min-size", "largest-components", "inside-lungs"},
     }
     for kind in KINDS:
         assert expected[kind] <= set(registry.names(kind))
