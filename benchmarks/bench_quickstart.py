@@ -43,7 +43,9 @@ def main() -> int:
     for item in args.set:
         command += ["--set", item]
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    result = subprocess.run(
+        command, cwd=work, capture_output=True, encoding="utf-8", errors="replace"
+    )
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         print(result.stdout[-2000:], result.stderr[-4000:], sep="\n")
@@ -53,7 +55,8 @@ def main() -> int:
     dice = metrics["mean_case_dice"]
     print(result.stdout.strip())
     print(f"cases evaluated:       {len(metrics['per_case'])} (held-out validation cases)")
-    print(f"per-case 3D Dice:      {', '.join(f'{r['dice']:.3f}' for r in metrics['per_case'])}")
+    scores = ", ".join(f"{row['dice']:.3f}" for row in metrics["per_case"])
+    print(f"per-case 3D Dice:      {scores}")
     print(
         f"wall time:             {seconds:.0f} s (target < {TARGET_SECONDS:.0f} s): "
         f"{'ok' if seconds < TARGET_SECONDS else 'MISSED'}"

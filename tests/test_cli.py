@@ -14,7 +14,8 @@ def lungseg(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "lungseg", *args],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         cwd=cwd,
         timeout=300,
     )
@@ -81,3 +82,30 @@ def test_unreadable_and_mismatched_nifti_are_named(tmp_path, tiny_dataset):
     from lungseg.store import SliceStore
 
     assert SliceStore(str(tmp_path / "s.zarr")).cases() == ["lung_001", "lung_004", "lung_005"]
+
+
+def test_synth_writes_an_msd_dataset(tmp_path):
+    result = lungseg(
+        "synth",
+        str(tmp_path / "syn"),
+        "--cases",
+        "2",
+        "--size",
+        "32",
+        "--slices",
+        "30",
+        "--abdomen-slices",
+        "8",
+        "--test-cases",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "synthetic dataset" in result.stdout
+    from lungseg.sources import find_cases
+
+    cases = find_cases(tmp_path / "syn")
+    assert [c.case_id for c in cases] == ["lung_001", "lung_002"]
+    assert nib.load(str(cases[0].image)).shape == (32, 32, 30)
+    assert len(find_cases(tmp_path / "syn", labelled=False)) == 1
+    bad = lungseg("synth", str(tmp_path / "bad"), "--cases", "0")
+    assert bad.returncode == 2 and "cases" in bad.stderr and "Traceback" not in bad.stderr
