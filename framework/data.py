@@ -150,6 +150,9 @@ class SliceDataModule(pl.LightningDataModule):
 
     def __init__(self, recipe: Recipe, registry: Registry) -> None:
         super().__init__()
+        # One writer for the whole job: global rank 0 fills the store that every node reads
+        # (a shared file system or object storage); per-node writers would race on one store.
+        self.prepare_data_per_node = False
         self.recipe = recipe
         self.sampler_factory = registry.create(
             "sampler", recipe.sampler.name, recipe.sampler.params, "sampler"

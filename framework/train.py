@@ -2,8 +2,8 @@
 
 Safe under every launcher: run directly, under ``torchrun`` / ``srun`` (every rank starts the
 same command) or Lightning's own DDP launcher (which re-runs the command line in child
-processes). Data preparation happens once per node in ``SliceDataModule.prepare_data``; only
-global rank 0 writes the recipe and the split.
+processes). Data preparation happens once per job, on global rank 0, in
+``SliceDataModule.prepare_data``; only global rank 0 writes the recipe and the split.
 """
 
 from __future__ import annotations
