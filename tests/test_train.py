@@ -150,7 +150,7 @@ def _read(path: Path, tries: int = 20) -> dict | None:
 @pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_restores_everything(tiny_dataset, tmp_path):
     raw = tiny_recipe_dict(tiny_dataset, tmp_path)
-    raw["trainer"].update(max_epochs=2, checkpoint_every_n_steps=2, loggers=["csv"])
+    raw["trainer"].update(max_epochs=3, checkpoint_every_n_steps=2, loggers=["csv"])
     raw["optimizer"].update(scheduler="cosine")
     recipe_file = tmp_path / "tiny.yaml"
     recipe_file.write_text(yaml.safe_dump(raw))
@@ -164,7 +164,9 @@ def test_resume_after_sigkill_mid_epoch_restores_everything(tiny_dataset, tmp_pa
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             ckpt = _read(last) if last.is_file() else None
-            if ckpt and ckpt["global_step"] > steps_per_epoch + 1:  # into the second epoch
+            # well inside the second epoch: several steps before the next epoch-end save
+            step = ckpt["global_step"] if ckpt else 0
+            if steps_per_epoch + 1 < step and step % steps_per_epoch <= steps_per_epoch - 5:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(30)
                 killed_at = _read(last)
@@ -184,11 +186,11 @@ def test_resume_after_sigkill_mid_epoch_restores_everything(tiny_dataset, tmp_pa
     )
     assert done.returncode == 0, done.stderr[-3000:]
     final = torch.load(last, map_location="cpu", weights_only=True)
-    assert final["epoch"] == 1 and final["global_step"] == 2 * steps_per_epoch
+    assert final["epoch"] == 2 and final["global_step"] == 3 * steps_per_epoch
     # Adam's step count and the cosine schedule went on from the checkpoint, not from zero
     adam_steps = {float(s["step"]) for s in final["optimizer_states"][0]["state"].values()}
-    assert adam_steps == {2.0 * steps_per_epoch}
-    assert final["lr_schedulers"][0]["last_epoch"] == 2
+    assert adam_steps == {3.0 * steps_per_epoch}
+    assert final["lr_schedulers"][0]["last_epoch"] == 3
     with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as handle:
         epochs = [int(r["epoch"]) for r in csv.DictReader(handle) if r.get("val_dice")]
-    assert epochs == [0, 1]  # the resumed process did not start again at epoch 0
+    assert epochs == [0, 1, 2]  # the resumed process did not start again at epoch 0
