@@ -63,3 +63,59 @@ def test_weighted_draw_is_reproducible_per_seed_and_pads_to_equal_shares():
     assert len(a) == 12 and len(a.draw()) == 48  # ceil(45 / 4) per rank, every rank equal
     with pytest.raises(ValueError, match="rank"):
         DistributedWeightedSampler(weights, num_replicas=2, rank=2)
+
+
+def test_seed_and_epoch_combine_without_collisions():
+    weights = np.ones(50)
+
+    def draw(seed: int, epoch: int) -> tuple[int, ...]:
+        sampler = DistributedWeightedSampler(weights, seed=seed)
+        sampler.set_epoch(epoch)
+        return tuple(sampler)
+
+    assert draw(0, 1) != draw(1, 0)  # `seed + epoch` made these the same draw
+    assert draw(3, 4) == draw(3, 4)
+    draws = {(s, e): draw(s, e) for s in range(8) for e in range(8)}
+    assert len(set(draws.values())) == len(draws)
+    # large seeds too: (2**32, 5) and (0, 5 * 2**32 + 1) pack into the same 32-bit words
+    assert draw(2**32, 5) != draw(0, 5 * 2**32 + 1)
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+@pytest.mark.parametrize(("size", "world"), [(1, 2), (2, 8), (3, 8), (5, 4), (7, 7)])
+def test_every_rank_yields_len_items_even_with_fewer_samples_than_ranks(replacement, size, world):
+    weights = class_balanced_weights(np.arange(size) % 2)
+    ranks = [
+        DistributedWeightedSampler(
+            weights, replacement=replacement, num_replicas=world, rank=r, seed=1
+        )
+        for r in range(world)
+    ]
+    shares = [list(s) for s in ranks]
+    assert [len(s) for s in shares] == [len(s) for s in ranks] == [-(-size // world)] * world
+    assert all(0 <= i < size for share in shares for i in share)
+    interleaved = [shares[i % world][i // world] for i in range(len(shares[0]) * world)]
+    assert interleaved == ranks[0].draw().tolist()
+    if not replacement:  # a permutation, repeated whole to pad: every sample equally often
+        assert sorted(interleaved[:size]) == list(range(size))
+        counts = np.bincount(interleaved, minlength=size)
+        assert counts.max() - counts.min() <= 1
+
+
+def test_without_replacement_needs_enough_samples_with_weight():
+    with pytest.raises(ValueError, match="non-zero weight"):
+        DistributedWeightedSampler(np.array([0.0, 1.0, 1.0]), replacement=False)
+    assert sorted(DistributedWeightedSampler(np.array([0.0, 1.0, 1.0]), 2, False)) == [1, 2]
+    with pytest.raises(ValueError, match="num_samples"):
+        DistributedWeightedSampler(np.ones(3), num_samples=-1)
+
+
+@pytest.mark.parametrize(("size", "world"), [(0, 2), (1, 3), (2, 5), (3, 4)])
+def test_shard_sampler_with_fewer_samples_than_ranks(size, world):
+    samplers = [ShardSampler(size, world, r) for r in range(world)]
+    shards = [list(s) for s in samplers]
+    assert [len(s) for s in samplers] == [len(s) for s in shards]
+    assert [i for shard in shards for i in shard] == list(range(size))
+    assert max(map(len, shards)) <= 1
+    with pytest.raises(ValueError, match="rank"):
+        ShardSampler(size, world, world)
