@@ -17,9 +17,11 @@ EXIT_USER_ERROR = 2
 def _recipe(args: argparse.Namespace):
     from lungseg.manager import load_registry
     from lungseg.recipe import load_recipe
+    from lungseg.safety import check_recipe_paths
 
     recipe = load_recipe(args.recipe, args.set or [])
     recipe.check_plugins(load_registry())  # every plugin name and parameter, before any work
+    check_recipe_paths(recipe)  # the store, the scans and the run folder kept apart
     return recipe
 
 
@@ -34,6 +36,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         slices=args.slices,
         abdomen_slices=args.abdomen_slices,
         test_cases=args.test_cases,
+        overwrite=args.overwrite,
     )
     print(f"synthetic dataset: {root}")
     return 0
@@ -58,13 +61,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = _recipe(args)
     from lungseg.train import train
 
-    result = train(recipe, resume=args.resume)
+    result = train(recipe, resume=args.resume, overwrite=args.overwrite)
     if result.is_global_zero:
         print(f"best checkpoint: {result.best}\nlast checkpoint: {result.last}")
     return 0
 
 
-def _print_metrics(metrics: dict, output: str) -> None:
+def _print_metrics(metrics: dict, output: str | Path) -> None:
     dice = metrics["mean_case_dice"]
     shown = "n/a" if dice is None else f"{dice:.4f}"
     print(f"mean_case_dice ({metrics['split']}): {shown}")
@@ -80,9 +83,10 @@ def _print_metrics(metrics: dict, output: str) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     recipe = _recipe(args)
-    from lungseg.evaluate import evaluate
+    from lungseg.evaluate import evaluate, output_folder
 
-    _print_metrics(evaluate(recipe, args.checkpoint, args.split), recipe.output)
+    metrics = evaluate(recipe, args.checkpoint, args.split, overwrite=args.overwrite)
+    _print_metrics(metrics, output_folder(recipe, args.split))
     return 0
 
 
@@ -101,6 +105,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         postprocess=[Component(n) for n in args.postprocess] if args.postprocess else None,
         prob=args.prob,
         overlay=args.overlay,
+        overwrite=args.overwrite,
     )
     for path in report.written:
         print(f"mask: {path}")
@@ -124,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = _recipe(args)
     from lungseg.pipeline import run
 
-    return run(recipe)
+    return run(recipe, overwrite=args.overwrite)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -154,6 +159,14 @@ def _add_recipe(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"{what} (lungseg never replaces files it did not make)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lungseg", description="Lung-tumour segmentation from chest CT."
@@ -162,14 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from lungseg.recipe import SyntheticConfig
+
+    d = SyntheticConfig()
     p = sub.add_parser("synth", help="write a synthetic CT dataset in the MSD Task06_Lung layout")
-    p.add_argument("out")
-    p.add_argument("--cases", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=64, help="in-plane voxels")
-    p.add_argument("--slices", type=int, default=72)
-    p.add_argument("--abdomen-slices", type=int, default=30)
-    p.add_argument("--test-cases", type=int, default=0)
+    p.add_argument("out", help="a new or empty folder (or one `lungseg synth` made)")
+    p.add_argument("--cases", type=int, default=d.cases, help="labelled scans (%(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="dataset seed (%(default)s)")
+    p.add_argument("--size", type=int, default=d.size, help="in-plane voxels (%(default)s)")
+    p.add_argument("--slices", type=int, default=d.slices, help="axial slices (%(default)s)")
+    p.add_argument(
+        "--abdomen-slices",
+        type=int,
+        default=d.abdomen_slices,
+        help="abdomen-only slices at the inferior end (%(default)s)",
+    )
+    p.add_argument(
+        "--test-cases",
+        type=int,
+        default=d.test_cases,
+        help="unlabelled scans in imagesTs/ (%(default)s)",
+    )
+    _add_overwrite(p, "replace a synthetic dataset lungseg made there")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("preprocess", help="preprocess the recipe's data into its Zarr slice store")
@@ -178,18 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="parallel processes (default: all cores)"
     )
     p.add_argument("--shard", default=None, metavar="I/N", help="only every N-th case from I")
-    p.add_argument("--overwrite", action="store_true", help="rebuild a store made by another chain")
+    _add_overwrite(p, "delete and rebuild a lungseg store made with another chain")
     p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("train", help="train the recipe's model")
     _add_recipe(p)
     p.add_argument("--resume", action="store_true", help="continue from checkpoints/last.ckpt")
+    _add_overwrite(p, "replace the checkpoints of an earlier run in the recipe's output")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate the best checkpoint on validation cases")
     _add_recipe(p)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--split", default="val", choices=["val", "test", "train"])
+    _add_overwrite(p, "replace an earlier evaluation of the same split")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write tumour masks for new CT scans")
@@ -212,10 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
     )
+    _add_overwrite(p, "replace masks that an earlier predict wrote in --out")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("run", help="data, preprocess, train, evaluate and predict, in order")
     _add_recipe(p)
+    _add_overwrite(p, "replace an earlier run's checkpoints, evaluation and predictions")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plugins", help="list every registered plugin name by kind")

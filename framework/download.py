@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from lungseg.archives import extract_archive
 from lungseg.errors import DataError, RecipeError
+from lungseg.safety import claim_dir
 from lungseg.sources import find_cases, find_msd_root, locate_msd_root
 
 __all__ = [
@@ -186,7 +187,7 @@ def download_msd(
     existing = locate_msd_root(to)
     if existing is not None:
         return existing
-    to.mkdir(parents=True, exist_ok=True)
+    claim_dir(to, "download", role="download folder")
     name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
     archive = to / (name or "Task06_Lung.tar")
     if not archive.is_file():
@@ -281,7 +282,7 @@ def download_kaggle(dataset: str, to: str | os.PathLike[str]) -> Path:
     existing = locate_msd_root(to)
     if existing is not None:
         return existing
-    to.mkdir(parents=True, exist_ok=True)
+    claim_dir(to, "download", role="download folder")
     api = _kaggle_api()
     try:
         with contextlib.redirect_stdout(io.StringIO()):

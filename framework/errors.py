@@ -25,3 +25,7 @@ class CheckpointError(LungsegError):
 
 class LungsegWarning(UserWarning):
     """Warnings lungseg emits (tests turn them into errors so new ones are seen)."""
+
+
+class OutputError(LungsegError):
+    """A write was refused to protect existing files: the message names the path and the fix."""

@@ -27,6 +27,7 @@ from lungseg.preprocessing import Chain
 from lungseg.recipe import Component, Recipe
 from lungseg.registry import Registry
 from lungseg.report import plot_loss_curve
+from lungseg.safety import claim_dir, refuse_existing
 from lungseg.volume import Geometry, read_image, read_label, write_mask
 
 #: Metric plugins every evaluation reports; the recipe's ``metrics`` may add others.
@@ -63,6 +64,12 @@ def _splits(recipe: Recipe, cases: list[str]) -> dict[str, list[str]]:
     return split_cases(cases, s.val_fraction, s.test_fraction, s.seed)
 
 
+def output_folder(recipe: Recipe, split: str) -> Path:
+    """Where ``evaluate`` writes a split's results: the run folder for ``val``, else its own."""
+    out = Path(recipe.output)
+    return out if split == "val" else out / f"evaluate_{split}"
+
+
 def _nanmean(values: list[float | None]) -> float | None:
     finite = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(finite)) if finite else None
@@ -81,6 +88,7 @@ def evaluate(
     split: str = "val",
     *,
     figures: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of the store; write ``metrics.json`` and figures.
 
@@ -92,8 +100,11 @@ def evaluate(
     Args:
         recipe: the evaluation recipe (store, output, split, ``evaluate`` settings).
         checkpoint: defaults to the best checkpoint of ``recipe.output``.
-        split: ``val``, ``test`` or ``train``.
+        split: ``val``, ``test`` or ``train``. Validation results go to the run folder
+            (``recipe.output``); any other split to its own ``<output>/evaluate_<split>/``,
+            so the validation results stay in place.
         figures: write the per-case figures, gallery and Dice bar chart.
+        overwrite: replace the results of an earlier evaluation of the same split.
 
     Returns:
         The content of ``metrics.json``.
@@ -102,6 +113,8 @@ def evaluate(
         DataError: the store was made with a different chain than the checkpoint's, or the
             split is empty.
         CheckpointError: no or unsafe checkpoint.
+        OutputError: the results exist and ``overwrite`` is false, or the output folder
+            holds files lungseg did not make.
     """
     ckpt = Path(checkpoint) if checkpoint else find_best(recipe.output)
     module, trained = load_checkpoint(ckpt)
@@ -119,7 +132,11 @@ def evaluate(
     case_ids = _splits(recipe, store.cases()).get(split) or []
     if not case_ids:
         raise DataError(f"split {split!r} has no cases; check `split` in the recipe")
-    out = Path(recipe.output)
+    out = output_folder(recipe, split)
+    refuse_existing([out / "metrics.json", out / "per_case.csv"], overwrite, "evaluation result")
+    claim_dir(recipe.output, "run", role="output")
+    if out != Path(recipe.output):
+        claim_dir(out, "evaluation", role=f"{split} evaluation folder")
     device = default_device()
     per_case, slice_scores, views = [], [], []
     pooled = np.zeros(3, dtype=np.int64)

@@ -18,28 +18,31 @@ from lungseg.sources import find_cases, prepare_source
 from lungseg.train import launch_rank, train
 
 
-def run(recipe: Recipe) -> int:
+def run(recipe: Recipe, *, overwrite: bool = False) -> int:
     """Prepare data, preprocess, train, evaluate, and predict the unlabelled test scans.
 
     Args:
         recipe: the run's recipe.
+        overwrite: replace an earlier run's checkpoints, evaluation and predictions in the
+            recipe's output (the store is reused when its chain matches).
 
     Returns:
         The exit status (0).
     """
     if launch_rank() != 0:
-        train(recipe)  # a DDP worker: rank 0 prepares the data, evaluates and predicts
+        # A DDP worker: rank 0 prepares the data, evaluates and predicts.
+        train(recipe, overwrite=overwrite)
         return 0
     root = prepare_source(recipe.data)
     print(f"[1/5] data: {root}")
     report = run_preprocess(recipe)
     counts = f"{len(report.written)} written, {len(report.skipped)} reused"
     print(f"[2/5] store: {recipe.store.path} ({counts})")
-    result = train(recipe)
+    result = train(recipe, overwrite=overwrite)
     if not result.is_global_zero:
         return 0  # DDP workers stop after training; rank 0 evaluates
     print(f"[3/5] checkpoints: {result.best} (best), {result.last} (last)")
-    metrics = evaluate(recipe, result.best)
+    metrics = evaluate(recipe, result.best, overwrite=overwrite)
     out = Path(recipe.output)
     dice = metrics["mean_case_dice"]
     shown = "n/a" if dice is None else f"{dice:.4f}"
@@ -48,7 +51,9 @@ def run(recipe: Recipe) -> int:
     )
     tests = find_cases(root, labelled=False) if (root / "imagesTs").is_dir() else []
     if tests:
-        pred = predict(result.best, [c.image for c in tests], out / "predictions")
+        pred = predict(
+            result.best, [c.image for c in tests], out / "predictions", overwrite=overwrite
+        )
         print(f"[5/5] predictions: {out / 'predictions'} ({len(pred.written)} masks)")
     else:
         print("[5/5] predictions: no unlabelled scans (imagesTs) to predict")

@@ -17,12 +17,13 @@ import numpy as np
 
 from lungseg.checkpoint import load_checkpoint
 from lungseg.dicom import read_dicom_series, series_ids
-from lungseg.errors import DataError, LungsegError
+from lungseg.errors import DataError, LungsegError, OutputError, RecipeError
 from lungseg.figures import case_view, save_case_figure
 from lungseg.inference import Timings, build_postprocessors, default_device, predict_scan
 from lungseg.manager import load_registry
 from lungseg.preprocessing import Chain
 from lungseg.recipe import Component
+from lungseg.safety import claim_dir, refuse_existing
 from lungseg.volume import read_image, write_mask
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -125,6 +126,7 @@ def predict(
     postprocess: list[Component] | None = None,
     prob: bool = False,
     overlay: bool = False,
+    overwrite: bool = False,
 ) -> PredictReport:
     """Write a uint8 {0, 1} mask per input scan, with the input's exact shape and affine.
 
@@ -134,10 +136,26 @@ def predict(
     A failing input is reported in :attr:`PredictReport.failed`; the others are still
     predicted.
 
+    ``out`` must be new, empty, or a prediction folder lungseg made; no output may land on
+    an input, and an existing output file is replaced only with ``overwrite``. All of this is
+    checked before anything is written.
+
     Raises:
+        OutputError: ``out`` holds files lungseg did not make, an output would replace an
+            input scan, or an output exists and ``overwrite`` is false.
+        RecipeError: ``threshold`` outside (0, 1) or ``batch_size`` below 1.
         CheckpointError: the checkpoint is missing, unsafe or has no lungseg recipe.
         RecipeError: an unknown postprocessor name or parameter.
     """
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise RecipeError(f"--threshold {threshold}: must be between 0 and 1 (exclusive)")
+    if batch_size is not None and batch_size < 1:
+        raise RecipeError(f"--batch-size {batch_size}: must be a whole number >= 1")
+    out = Path(out)
+    scans, failed = expand_inputs(inputs)
+    plans = [_plan(scan, out, prob, overlay) for scan in scans]
+    _refuse_over_inputs(scans, plans)
+    refuse_existing([p for plan in plans for p in plan], overwrite)
     module, recipe = load_checkpoint(checkpoint)
     registry = load_registry()
     chain = Chain.from_components(recipe.preprocess, registry)
@@ -150,11 +168,11 @@ def predict(
         "tta": cfg.tta if tta is None else tta,
         "posts": posts,
     }
-    out = Path(out)
-    scans, failed = expand_inputs(inputs)
+    if scans:
+        claim_dir(out, "predictions", role="--out")
     report = PredictReport(failed=failed)
     used: dict[str, Path] = {}
-    for scan in scans:
+    for scan, plan in zip(scans, plans, strict=True):
         try:
             if scan.stem in used:
                 raise DataError(
@@ -162,23 +180,49 @@ def predict(
                     "rename one or predict them into different --out folders"
                 )
             used[scan.stem] = scan.path
-            _predict_one(module.model, chain, scan, out, report, settings, prob, overlay)
+            _predict_one(module.model, chain, scan, plan, report, settings)
         except LungsegError as exc:
             report.failed[str(scan.path)] = str(exc)
     return report
+
+
+def _plan(scan: ScanInput, out: Path, prob: bool, overlay: bool) -> list[Path]:
+    """The files predicting ``scan`` writes: the mask, then the optional probabilities, overlay."""
+    mask = out / (f"{scan.stem}.nii.gz" if scan.dicom else scan.path.name)
+    plan = [mask]
+    if prob:
+        plan.append(out / f"{scan.stem}_prob.nii.gz")
+    if overlay:
+        plan.append(out / f"{scan.stem}_overlay.png")
+    return plan
+
+
+def _refuse_over_inputs(scans: list[ScanInput], plans: list[list[Path]]) -> None:
+    """No output may land on an input scan (``--out`` pointing at the inputs' folder).
+
+    Raises:
+        OutputError: naming the input and the fix; ``--overwrite`` does not lift this.
+    """
+    inputs = {scan.path.resolve(): scan.path for scan in scans}
+    for plan in plans:
+        for path in plan:
+            hit = inputs.get(path.resolve())
+            if hit is not None:
+                raise OutputError(
+                    f"--out {path.parent}: the mask for {hit} would be written over that input "
+                    "scan itself; choose another --out folder"
+                )
 
 
 def _predict_one(
     model: Any,
     chain: Chain,
     scan: ScanInput,
-    out: Path,
+    plan: list[Path],
     report: PredictReport,
     settings: dict[str, Any],
-    prob: bool,
-    overlay: bool,
 ) -> None:
-    """Read, predict and write one scan; raises :class:`LungsegError` for bad input."""
+    """Read, predict and write one scan to ``plan``; raises :class:`LungsegError` for bad input."""
     timings = report.timings
     with timings.stage("read"):
         if scan.dicom:
@@ -196,16 +240,17 @@ def _predict_one(
         **settings,
     )
     reference = None if scan.dicom else scan.path
+    mask_path, *extras = plan
     with timings.stage("write"):
-        mask_path = out / (f"{scan.stem}.nii.gz" if scan.dicom else scan.path.name)
         if reference is None:
             report.written.append(_save_nifti(mask_path, result.mask, geometry.affine, None))
         else:
             report.written.append(write_mask(mask_path, result.mask, reference))
-        if prob:
-            prob_path = out / f"{scan.stem}_prob.nii.gz"
-            report.extra.append(_save_nifti(prob_path, result.probs, geometry.affine, reference))
-    if overlay:
-        with timings.stage("overlay"):
-            view = case_view(scan.stem, image, result.mask, geometry.affine)
-            report.extra.append(save_case_figure(view, out / f"{scan.stem}_overlay.png"))
+        for path in extras:
+            if path.name.endswith("_prob.nii.gz"):
+                report.extra.append(_save_nifti(path, result.probs, geometry.affine, reference))
+    for path in extras:
+        if path.suffix == ".png":
+            with timings.stage("overlay"):
+                view = case_view(scan.stem, image, result.mask, geometry.affine)
+                report.extra.append(save_case_figure(view, path))

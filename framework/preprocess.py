@@ -15,6 +15,7 @@ from lungseg.errors import DataError, LungsegError, RecipeError
 from lungseg.manager import load_registry
 from lungseg.preprocessing import Chain
 from lungseg.recipe import Recipe, recipe_from_dict
+from lungseg.safety import check_recipe_paths
 from lungseg.sources import Case, find_cases, prepare_source
 from lungseg.store import SliceStore
 from lungseg.volume import Volume, read_image, read_label
@@ -132,7 +133,8 @@ def run_preprocess(
             the scan's stored voxels plus one float32 copy of it (6 bytes a voxel for int16).
         shard: ``"I/N"``: only every N-th case from the I-th, for N machines filling one
             store.
-        overwrite: rebuild a store made with another chain (everything in it is deleted).
+        overwrite: rebuild a lungseg store made with another chain (everything in it is
+            deleted); a path holding anything but a lungseg store is always refused.
         progress: show a progress bar.
 
     Returns:
@@ -142,8 +144,11 @@ def run_preprocess(
         RecipeError: bad ``shard`` or chain.
         DataError: no cases, store made by another chain or format, or some cases failed
             (all listed in one message, each with the file at fault).
+        OutputError: ``store.path`` is not a lungseg store, or overlaps ``data.root`` or
+            ``output``.
     """
     start = time.perf_counter()
+    check_recipe_paths(recipe)  # never a store inside the scans or the run folder
     _worker_chain(recipe)  # validate the chain before touching the store; forks inherit it
     root = prepare_source(recipe.data)
     index, count = parse_shard(shard)

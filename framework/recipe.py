@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import yaml
 from lungseg.errors import RecipeError
 from lungseg.recipe_schema import Component, apply_override, build, merge, to_plain
 
-__all__ = ["Component", "Recipe", "load_recipe", "recipe_from_dict"]
+__all__ = ["Component", "Recipe", "load_recipe", "recipe_from_dict", "without_secrets"]
 
 
 @dataclass
@@ -147,6 +148,14 @@ class EvaluateConfig:
     postprocess: list[Component] = field(default_factory=list)
     save_predictions: bool = True
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise RecipeError(
+                f"evaluate.threshold: must be between 0 and 1 (exclusive), got {self.threshold}"
+            )
+        if self.batch_size < 1:
+            raise RecipeError(f"evaluate.batch_size: must be >= 1, got {self.batch_size}")
+
 
 def _default_chain() -> list[Component]:
     return [
@@ -178,13 +187,22 @@ class Recipe:
     #: Where the recipe was read from (not part of the YAML).
     source_file: str = field(default="<recipe>", compare=False, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The recipe as plain YAML-ready data."""
-        return {
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
+        """The recipe as plain YAML-ready data.
+
+        Args:
+            secrets: keep credentials in ``store.storage_options``. Off by default, so what
+                is saved (``recipe.yaml``, checkpoints, ``metrics.json``, logs) never holds
+                them; see :func:`without_secrets`.
+        """
+        plain = {
             f.name: to_plain(getattr(self, f.name))
             for f in dataclasses.fields(self)
             if f.name != "source_file"
         }
+        if not secrets:
+            plain["store"]["storage_options"] = without_secrets(plain["store"]["storage_options"])
+        return plain
 
     def preprocess_dict(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.preprocess]
@@ -222,6 +240,29 @@ class Recipe:
         return path
 
 
+_SECRET_WORDS = re.compile(r"key|secret|token|password|passwd|credential|auth|session|sas", re.I)
+
+
+def without_secrets(options: Any) -> Any:
+    """``storage_options`` with every credential-like entry removed, at any depth.
+
+    A key counts as a credential when its name contains key, secret, token, password,
+    credential, auth, session or sas (``key``, ``secret``, ``aws_secret_access_key``,
+    ``token``, ``client_kwargs.aws_session_token``...). Give credentials through the
+    environment or a profile instead (docs/store.md); a recipe that holds them still works in
+    memory, but they are never written to disk.
+    """
+    if isinstance(options, dict):
+        return {
+            k: without_secrets(v)
+            for k, v in options.items()
+            if not (isinstance(k, str) and _SECRET_WORDS.search(k))
+        }
+    if isinstance(options, list):
+        return [without_secrets(v) for v in options]
+    return options
+
+
 # ----------------------------------------------------------------------------- parsing
 
 
@@ -247,7 +288,7 @@ def recipe_from_dict(
     """Build a :class:`Recipe` from plain data (for example a checkpoint's stored recipe)."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe is a mapping of keys, got {type(raw).__name__}")
-    raw = merge(Recipe().to_dict(), json.loads(json.dumps(raw)))
+    raw = merge(Recipe().to_dict(secrets=True), json.loads(json.dumps(raw)))
     for item in overrides:
         apply_override(raw, item, source)
     try:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lungseg.errors import DataError, RecipeError
+from lungseg.errors import DataError, OutputError, RecipeError
+from lungseg.safety import read_marker
 
 SOURCES = ("synthetic", "folder", "msd", "kaggle")
 """The values ``data.source`` may take in a recipe."""
@@ -211,6 +212,33 @@ def find_msd_root(top: str | os.PathLike[str]) -> Path:
     return found
 
 
+def _synthetic(root: Path, synthetic: Any) -> Path:
+    """Generate the synthetic dataset once; reuse it while its parameters are the recipe's."""
+    keys = ("cases", "seed", "size", "slices", "abdomen_slices", "test_cases")
+    params = {k: getattr(synthetic, k) for k in keys}
+    marker = read_marker(root)
+    made = (marker.get("params") or {}) if marker else {}
+    ours = marker is not None and marker["kind"] == "synthetic-dataset"
+    if ours and (root / "dataset.json").is_file():
+        changed = [f"{k}: {made.get(k)} -> {v}" for k, v in params.items() if made.get(k) != v]
+        if changed:
+            raise DataError(
+                f"data.root {root} holds a synthetic dataset made with other settings "
+                f"(data.synthetic {', '.join(changed)}); name a new data.root, or replace it "
+                f"with `lungseg synth {root} --overwrite ...`"
+            )
+        return root
+    from lungseg.synth import write_dataset
+
+    try:
+        return write_dataset(root, **params)
+    except OutputError as exc:
+        raise OutputError(
+            f"{exc}. (data.source is 'synthetic', the default, which writes generated scans "
+            "into data.root: to train on scans already there, set `data.source: folder`)"
+        ) from None
+
+
 def prepare_source(data: Any) -> Path:
     """Makes sure the data named by a recipe's ``data`` section is on disk.
 
@@ -229,20 +257,7 @@ def prepare_source(data: Any) -> Path:
     source = getattr(data, "source", None)
     root = Path(str(data.root)).expanduser()
     if source == "synthetic":
-        if not (root / "dataset.json").is_file():
-            from lungseg.synth import write_dataset
-
-            synthetic = data.synthetic
-            write_dataset(
-                root,
-                synthetic.cases,
-                seed=synthetic.seed,
-                size=synthetic.size,
-                slices=synthetic.slices,
-                abdomen_slices=synthetic.abdomen_slices,
-                test_cases=synthetic.test_cases,
-            )
-        return root
+        return _synthetic(root, data.synthetic)
     if source == "folder":
         if not root.is_dir():
             raise DataError(

@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import fsspec
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from lungseg.errors import DataError
+from lungseg.errors import DataError, OutputError
 
 FORMAT_VERSION = 1
 IMAGE_DTYPE = np.float16
@@ -108,30 +109,62 @@ class SliceStore:
     ) -> None:
         """Create the store, or check that an existing one was made with the same chain.
 
+        The path must be missing, empty, or a lungseg store (its root attributes say so):
+        nothing else is ever written into, and only a lungseg store is ever deleted.
+
+        Args:
+            preprocess: the chain, as recorded in the root attributes.
+            preprocess_hash: its hash; a store made with another chain is refused.
+            overwrite: delete a lungseg store made with another chain (or an older format)
+                and start afresh.
+
         Raises:
-            DataError: the store holds data preprocessed differently (use ``overwrite``).
+            OutputError: the path holds something that is not a lungseg store.
+            DataError: the store holds data preprocessed differently or in another format
+                version (use ``overwrite``).
         """
-        root = self._open("w" if overwrite else "a")
-        found = root.attrs.get("preprocess_hash")
-        _forget_listings(root)
-        if found is None and list(root.group_keys()):
-            raise DataError(f"{self.path}: not a lungseg store; choose another `store.path`")
-        if found is not None:
-            _check_version(self.path, root.attrs.get("format_version"), rebuild=True)
-        if found is not None and found != preprocess_hash:
-            raise DataError(
-                f"{self.path}: made with a different preprocessing chain ({found} != "
-                f"{preprocess_hash}); rerun with `--overwrite` to rebuild it"
+        state = self._state()
+        if state == "foreign":
+            raise OutputError(
+                f"store.path {self.path} holds files that are not a lungseg slice store; "
+                "lungseg never writes into or deletes them: point `store.path` at a new folder"
             )
-        if found is None:
-            root.attrs.update(
-                {
-                    "format_version": FORMAT_VERSION,
-                    "preprocess_hash": preprocess_hash,
-                    "preprocess": preprocess,
-                }
-            )
+        if state == "lungseg" and not overwrite:
+            attrs = self.root_attrs()
+            _check_version(self.path, attrs.get("format_version"), rebuild=True)
+            found = attrs.get("preprocess_hash")
+            if found != preprocess_hash:
+                raise DataError(
+                    f"{self.path}: made with a different preprocessing chain ({found} != "
+                    f"{preprocess_hash}); point `store.path` at a new folder, or rerun with "
+                    "`--overwrite` to delete this store and rebuild it"
+                )
+            return
+        # A lungseg store (being replaced), or nothing yet: "w" may delete only those.
+        root = self._open("w" if state == "lungseg" else "a")
+        root.attrs.update(
+            {
+                "format_version": FORMAT_VERSION,
+                "preprocess_hash": preprocess_hash,
+                "preprocess": preprocess,
+            }
+        )
         self._root = root
+
+    def _state(self) -> str:
+        """``"missing"``, ``"empty"``, ``"lungseg"`` (a store of ours) or ``"foreign"``."""
+        fs, where = fsspec.core.url_to_fs(self.path, **self.storage_options)
+        if not fs.exists(where):
+            return "missing"
+        if fs.isfile(where):
+            return "foreign"
+        if not fs.ls(where, detail=False):
+            return "empty"
+        try:
+            attrs = self._open("r").attrs
+        except (DataError, ValueError, OSError, KeyError):
+            return "foreign"
+        return "lungseg" if "preprocess_hash" in attrs else "foreign"
 
     # ------------------------------------------------------------------ writing
     def write_case(

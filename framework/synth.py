@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from lungseg.errors import RecipeError
+from lungseg.safety import claim_dir, refuse_existing, write_marker
 
 AIR, FAT, MUSCLE, LUNG, VESSEL = -1000, -95, 45, -850, -40
 LIVER, SPLEEN, RIB, CORTEX = 60, 48, 650, 900
@@ -217,12 +218,18 @@ def write_dataset(
     slices: int = 72,
     abdomen_slices: int = 30,
     test_cases: int = 0,
+    *,
+    overwrite: bool = False,
 ) -> pathlib.Path:
     """Writes a synthetic dataset in the Decathlon Task06_Lung layout.
 
     Writes ``imagesTr/lung_001.nii.gz``..., the masks in ``labelsTr/``, ``test_cases`` unlabelled
-    scans in ``imagesTs/`` numbered after them, and ``dataset.json``, overwriting files of the
-    same names. Case ``i`` is ``make_case`` with a seed derived from ``(seed, i)``.
+    scans in ``imagesTs/`` numbered after them, and ``dataset.json`` (last, so a killed run is
+    redone). Case ``i`` is ``make_case`` with a seed derived from ``(seed, i)``.
+
+    ``out`` must be missing, empty, or a synthetic dataset folder lungseg made (its
+    ``.lungseg.json`` marker records the parameters): lungseg never writes among scans it did
+    not make. A finished dataset there is replaced only with ``overwrite``.
 
     Args:
         out: Dataset folder, created if missing.
@@ -232,18 +239,34 @@ def write_dataset(
         slices: Number of axial slices, as in ``make_case``.
         abdomen_slices: Abdomen-only slices at the inferior end, as in ``make_case``.
         test_cases: Number of unlabelled test scans (>= 0).
+        overwrite: Replace a finished synthetic dataset in ``out``.
 
     Returns:
         The dataset folder ``out`` as a path.
 
     Raises:
         RecipeError: If an argument is out of range; the message names it.
+        OutputError: ``out`` holds files lungseg did not make, or a finished dataset and
+            ``overwrite`` is false.
     """
     cases, test_cases = _whole("cases", cases, 1), _whole("test_cases", test_cases, 0)
     seed, size, slices, abd = _geometry(seed, size, slices, abdomen_slices)
-    root = pathlib.Path(out)
+    params = {
+        "cases": cases,
+        "seed": seed,
+        "size": size,
+        "slices": slices,
+        "abdomen_slices": abd,
+        "test_cases": test_cases,
+    }
+    root = claim_dir(out, "synthetic-dataset", role="synthetic dataset folder")
+    refuse_existing([root / "dataset.json"], overwrite, "synthetic dataset")
+    (root / "dataset.json").unlink(missing_ok=True)  # written last: absent until complete
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+        for old in (root / sub).glob("lung_*.nii.gz"):  # ours: the folder carries our marker
+            old.unlink()
+    write_marker(root, "synthetic-dataset", {"params": params})
     training, test = [], []
     for i in range(cases + test_cases):
         case_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
