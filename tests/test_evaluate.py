@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image as mpimg
 import nibabel as nib
 import numpy as np
 import pytest
@@ -18,8 +19,11 @@ from lungseg.checkpoint import load_checkpoint
 from lungseg.data import open_store
 from lungseg.errors import DataError
 from lungseg.evaluate import REQUIRED_METRICS, evaluate
+from lungseg.figures import PRED_COLOUR, TRUE_COLOUR, case_view, save_dice_bars
 from lungseg.inference import predict_probs
 from lungseg.predict import predict
+
+from .test_figures import check_contour, panels
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +69,9 @@ def test_metrics_json_agrees_with_dice_recomputed_from_the_written_files(evaluat
     assert metrics["pooled_dice"] == pytest.approx(2 * inter_all / (pred_all + truth_all))
 
 
-def test_metrics_json_labels_every_aggregate_and_reports_every_metric(evaluated):
+def test_metrics_json_labels_every_aggregate_and_reports_every_metric(
+    evaluated, tiny_dataset, tmp_path
+):
     recipe, _, result = evaluated
     for key in ("mean_case_dice", "slice_dice", "pooled_dice", "means", "no_tumour_cases"):
         assert key in result and result[f"{key}_definition"]
@@ -83,10 +89,44 @@ def test_metrics_json_labels_every_aggregate_and_reports_every_metric(evaluated)
         rows = list(csv.DictReader(handle))
     assert [r["case"] for r in rows] == [r["case"] for r in result["per_case"]]
     assert float(rows[0]["dice"]) == pytest.approx(result["per_case"][0]["dice"])
-    for name in ["gallery.png", "dice_per_case.png"] + [
-        f"cases/{r['case']}.png" for r in result["per_case"]
-    ]:
-        assert (Path(recipe.output) / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+    # the figures, read back: each case's slice with both contours where the masks are
+    figures = Path(recipe.output) / "figures"
+    views = []
+    for row in result["per_case"]:
+        scan = nib.load(str(tiny_dataset / "imagesTr" / f"{row['case']}.nii.gz"))
+        label = nib.load(str(tiny_dataset / "labelsTr" / f"{row['case']}.nii.gz"))
+        written = nib.load(f"{recipe.output}/eval_predictions/{row['case']}.nii.gz")
+        view = case_view(
+            row["case"],
+            np.asarray(scan.dataobj),
+            np.asarray(written.dataobj),
+            scan.affine,
+            np.asarray(label.dataobj),
+            row["dice"],
+        )
+        png = mpimg.imread(figures / "cases" / f"{row['case']}.png")
+        (box,) = panels(png)
+        check_contour(png[box], PRED_COLOUR, view.pred)
+        check_contour(png[box], TRUE_COLOUR, view.truth)
+        views.append(view)
+    # the gallery: the best cases by Dice, then the worst, each with its own contours
+    order = sorted((v for v in views if v.dice is not None), key=lambda v: -v.dice)
+    shown = order[:3] + order[::-1][: min(3, max(len(order) - 3, 0))]
+    png = mpimg.imread(figures / "gallery.png")
+    boxes = panels(png)
+    assert len(boxes) == len(shown) > 0
+    for box, view in zip(boxes, shown, strict=True):
+        check_contour(png[box], PRED_COLOUR, view.pred)
+        check_contour(png[box], TRUE_COLOUR, view.truth)
+    # the Dice chart is the chart of these rows (its bars are checked in test_figures.py)
+    chart = mpimg.imread(figures / "dice_per_case.png")
+    same = save_dice_bars(result["per_case"], tmp_path / "same.png")
+    np.testing.assert_array_equal(chart, mpimg.imread(same))
+    flipped = [
+        {**r, "dice": 1 - r["dice"]} if r["dice"] is not None else r for r in result["per_case"]
+    ]
+    other = save_dice_bars(flipped, tmp_path / "other.png")
+    assert not np.array_equal(chart, mpimg.imread(other))
 
 
 def test_evaluate_and_predict_give_the_same_mask(evaluated, tiny_dataset, tmp_path):

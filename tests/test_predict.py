@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image as mpimg
 import nibabel as nib
 import numpy as np
 import pytest
@@ -15,9 +16,12 @@ from torch import nn
 
 from lungseg.checkpoint import load_checkpoint
 from lungseg.errors import CheckpointError
+from lungseg.figures import PRED_COLOUR, TRUE_COLOUR, case_view
 from lungseg.inference import predict_probs
 from lungseg.manager import load_registry
 from lungseg.predict import predict
+
+from .test_figures import check_contour, colour_mask, panels
 
 
 def write_dicom_series(image: nib.Nifti1Image, folder: Path, uid: str) -> Path:
@@ -81,7 +85,14 @@ def test_probability_map_overlay_and_postprocessing(tiny_trained, tiny_dataset, 
     p = np.asarray(probs.dataobj)
     assert p.min() >= 0 and p.max() <= 1
     np.testing.assert_array_equal(mask, (p >= 0.45).astype(np.uint8))
-    assert (tmp_path / "lung_006_overlay.png").read_bytes()[:4] == b"\x89PNG"
+    # the overlay, read back: the predicted contour drawn around the mask's slice
+    scan_image = nib.load(str(scan))
+    view = case_view("lung_006", np.asarray(scan_image.dataobj), mask, scan_image.affine)
+    assert view.pred.any(), "threshold chosen so the overlay has a contour"
+    png = mpimg.imread(tmp_path / "lung_006_overlay.png")
+    (box,) = panels(png)
+    check_contour(png[box], PRED_COLOUR, view.pred)
+    assert not colour_mask(png, TRUE_COLOUR).any()  # no label, no true contour
     assert len(report.extra) == 2
     from lungseg.recipe import Component
 
