@@ -30,6 +30,10 @@ class SegmentationModule(pl.LightningModule):
     ``trainer.channels_last`` stores weights and inputs in NHWC (faster convolutions with
     mixed precision on tensor-core GPUs); ``trainer.compile`` runs the network through
     ``torch.compile`` during ``fit`` (the checkpoint keeps the plain network's weights).
+
+    Every checkpoint holds ``checkpoint["lungseg"]``: ``version``, ``recipe``, ``epoch``,
+    ``global_step`` and ``val_dice``, the Dice of the very weights in the file (``None`` when
+    they were saved between validations, e.g. by a step checkpoint mid-epoch).
     """
 
     def __init__(self, recipe: dict[str, Any]) -> None:
@@ -43,6 +47,10 @@ class SegmentationModule(pl.LightningModule):
         self.threshold = r.evaluate.threshold
         self.channels_last = r.trainer.channels_last
         self._val = torch.zeros(5, dtype=torch.float64)
+        #: ``(global_step, epoch, val_dice)`` of the latest full validation of this run.
+        self._validated: tuple[int, int, float] | None = None
+        #: ``checkpoint["lungseg"]`` (less the recipe) of the latest checkpoint written.
+        self.saved_info: dict[str, Any] | None = None
         # Not a registered submodule, so state_dict keys stay those of ``self.model``.
         self.__dict__["_compiled"] = None
 
@@ -102,6 +110,8 @@ class SegmentationModule(pl.LightningModule):
         total = self.trainer.strategy.reduce(self._val.clone(), reduce_op="sum")
         inter, p, t, loss_sum, n = total.tolist()
         dice = 2 * inter / (p + t) if p + t > 0 else 1.0
+        if not self.trainer.sanity_checking:  # a sanity check sees only a few batches
+            self._validated = (self.trainer.global_step, self.current_epoch, float(dice))
         self.log("val_dice", dice, prog_bar=True, sync_dist=False)
         self.log("val_loss", loss_sum / max(n, 1), prog_bar=True, sync_dist=False)
 
@@ -127,4 +137,15 @@ class SegmentationModule(pl.LightningModule):
         return adam
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lungseg"] = {"version": __version__, "recipe": self.hparams["recipe"]}
+        """Store the recipe, and the epoch, step and ``val_dice`` of the weights being saved.
+
+        The same hook runs for ``best.ckpt`` and ``last.ckpt``, so ``val_dice`` is taken from
+        the validation of these weights (same global step), never from an older one.
+        """
+        step, epoch = int(checkpoint["global_step"]), int(checkpoint["epoch"])
+        dice = None
+        if self._validated is not None and self._validated[0] == step:
+            _, epoch, dice = self._validated
+        info = {"version": __version__, "epoch": epoch, "global_step": step, "val_dice": dice}
+        checkpoint["lungseg"] = {**info, "recipe": self.hparams["recipe"]}
+        self.saved_info = info

@@ -4,6 +4,11 @@ Safe under every launcher: run directly, under ``torchrun`` / ``srun`` (every ra
 same command) or Lightning's own DDP launcher (which re-runs the command line in child
 processes). Data preparation happens once per job, on global rank 0, in
 ``SliceDataModule.prepare_data``; only global rank 0 writes the recipe and the split.
+
+A run folder is never reused by accident: a new ``train`` into an output whose
+``checkpoints/`` already holds checkpoints is refused unless ``resume`` (continue it) or
+``overwrite`` (delete lungseg's checkpoint files first) is given, and ``resume`` refuses a
+``last.ckpt`` trained with another preprocessing chain or model.
 """
 
 from __future__ import annotations
@@ -13,17 +18,25 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
+from lungseg.checkpoint import (
+    LAST,
+    check_matches,
+    clear_checkpoints,
+    read_checkpoint,
+    stored_recipe,
+)
 from lungseg.data import SliceDataModule
-from lungseg.errors import CheckpointError
+from lungseg.errors import CheckpointError, OutputError
 from lungseg.manager import load_registry
 from lungseg.module import SegmentationModule
 from lungseg.recipe import Recipe
+from lungseg.safety import claim_dir
 from lungseg.trainer_config import build_trainer, check_trainer_keys, keep_csv_history
 
 __all__ = ["TrainResult", "build_trainer", "launch_rank", "train"]
@@ -68,6 +81,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
+    # train() itself decides what may be in the checkpoint folder (resume / overwrite)
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
 
 
 @rank_zero_only
@@ -75,8 +90,43 @@ def _save_recipe(recipe: Recipe, output: Path) -> None:
     recipe.save(output / "recipe.yaml")
 
 
+def _check_resume(recipe: Recipe, last: Path) -> dict[str, Any]:
+    """Read ``last.ckpt`` and refuse it unless it was trained with this recipe's chain and model.
+
+    Besides comparing the stored recipe, the weights are loaded into the recipe's model once
+    (``trainer.fit`` would otherwise fail deep inside Lightning with a size mismatch).
+
+    Returns:
+        The checkpoint dict (tensors memory-mapped).
+
+    Raises:
+        CheckpointError: unreadable, another chain or model, or weights that do not fit.
+    """
+    raw = read_checkpoint(last, mmap=True)
+    fix = (
+        "undo that change to resume this run, or start it again with "
+        "`lungseg train RECIPE --overwrite` (or give it another output)"
+    )
+    check_matches(last, stored_recipe(raw, last), recipe, fix=fix)
+    module = SegmentationModule(recipe.to_dict())
+    try:
+        module.load_state_dict(raw.get("state_dict") or {}, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+        detail = (lines or str(exc).splitlines())[0].rstrip(".")
+        raise CheckpointError(
+            f"{last}: its weights do not fit the recipe's model ({recipe.model.to_dict()}): "
+            f"{detail}; {fix}"
+        ) from None
+    return raw
+
+
 def train(
-    recipe: Recipe, *, resume: bool = False, callbacks: list[Callback] | None = None
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: list[Callback] | None = None,
 ) -> TrainResult:
     """Train the recipe's model; with ``resume`` continue from ``checkpoints/last.ckpt``.
 
@@ -84,30 +134,57 @@ def train(
         recipe: the run's recipe.
         resume: restore weights, optimiser, LR scheduler, epoch and global step from
             ``<output>/checkpoints/last.ckpt`` and train on to ``trainer.max_epochs``.
+        overwrite: start afresh in an output that already holds checkpoints: delete
+            lungseg's checkpoint files there first (``best.ckpt``, ``last.ckpt``, their
+            JSONs, older ``best-*.ckpt``), nothing else.
         callbacks: extra Lightning callbacks.
 
     Returns:
         Paths of the best and last checkpoints.
 
     Raises:
-        CheckpointError: ``resume`` without a last checkpoint.
+        OutputError: the output is not a lungseg run folder, or (without ``resume`` or
+            ``overwrite``) its ``checkpoints/`` holds checkpoints already.
+        CheckpointError: ``resume`` without a last checkpoint, or with one that is unreadable
+            or was trained with another preprocessing chain or model.
         RecipeError: a trainer value Lightning rejects.
     """
     _quiet_lightning()
     check_trainer_keys(recipe)
+    if resume and overwrite:
+        raise OutputError(
+            "--resume continues the run in output and --overwrite replaces it: pass only one"
+        )
     output = Path(recipe.output)
-    last = output / "checkpoints" / "last.ckpt"
+    folder = output / "checkpoints"
+    last = folder / LAST
     if resume and not last.is_file():
         raise CheckpointError(f"{last}: nothing to resume; run `lungseg train` without --resume")
+    rank0 = launch_rank() == 0
+    if rank0:
+        claim_dir(output, "run", role="output")
+    raw = None
+    if resume:
+        raw = _check_resume(recipe, last)
+    else:
+        existing = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+        if existing and not overwrite:
+            names = ", ".join(p.name for p in existing[:3])
+            raise OutputError(
+                f"output {output} holds the checkpoints of an earlier run ({folder}: {names}); "
+                "pass --resume to continue it or --overwrite to replace it, or give another output"
+            )
+        if overwrite and rank0:
+            clear_checkpoints(folder)
     _save_recipe(recipe, output)
     pl.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
     registry = load_registry()
     datamodule = SliceDataModule(recipe, registry)
     module = SegmentationModule(recipe.to_dict())
     trainer, best, last_cb = build_trainer(recipe, output, callbacks)
-    if resume and launch_rank() == 0:
-        step = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
-        keep_csv_history(trainer.loggers, int(step))
+    if raw is not None and rank0:
+        keep_csv_history(trainer.loggers, int(raw.get("global_step", 0)))
+    del raw
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
     if trainer.is_global_zero:
         datamodule.write_split(output)

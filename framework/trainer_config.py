@@ -1,9 +1,9 @@
 """The Lightning ``Trainer`` a recipe asks for: checkpoints, early stopping, loggers, precision.
 
-Checkpoints (in ``<output>/checkpoints``):
+Checkpoints (in ``<output>/checkpoints``, fixed names, see :mod:`lungseg.checkpoint`):
 
-- ``best-epochNNN-diceD.DDDD.ckpt``: the single best epoch by validation Dice (``val_dice``,
-  mode ``max``), written after validation.
+- ``best.ckpt``: the single best epoch by validation Dice (``val_dice``, mode ``max``; on a
+  tie the earlier epoch stays), written after validation.
 - ``last.ckpt``: refreshed after every validation and, with
   ``trainer.checkpoint_every_n_steps: N``, every N optimiser steps as well. It holds the
   weights, optimiser and LR-scheduler state, epoch and global step, so
@@ -11,13 +11,20 @@ Checkpoints (in ``<output>/checkpoints``):
   run killed mid-epoch resumes from the end of the last finished epoch; with them it resumes
   at the last saved step and finishes that epoch's remaining batches (Lightning restarts the
   epoch's sampler sequence, and warns that the loader is not resumable).
+
+Each is written to ``<name>.partial`` and renamed over the old file (``os.replace``), so a kill
+mid-save leaves the previous checkpoint intact; then ``best.json`` / ``last.json`` beside it
+are rewritten (epoch, global step, ``val_dice``, preprocessing hash, lungseg version).
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import pytorch_lightning as pl
 from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -30,6 +37,7 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
+from lungseg.checkpoint import BEST, LAST, PARTIAL_SUFFIX, write_sidecar
 from lungseg.errors import RecipeError
 from lungseg.recipe import Recipe
 
@@ -68,25 +76,64 @@ def check_trainer_keys(recipe: Recipe) -> None:
 
 
 def build_checkpoints(recipe: Recipe, output: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
-    """The best-by-``val_dice`` checkpoint and the ``last.ckpt`` one (see the module doc).
+    """The ``best.ckpt`` (by ``val_dice``) and ``last.ckpt`` callbacks (see the module doc).
 
     Returns:
         ``(best, last)`` callbacks.
     """
-    every = recipe.trainer.checkpoint_every_n_steps
-    best = ModelCheckpoint(
-        dirpath=output / "checkpoints",
-        filename="best-epoch{epoch:03d}-dice{val_dice:.4f}",
-        auto_insert_metric_name=False,
-        monitor="val_dice",
-        mode="max",
-        save_top_k=1,
-        save_last=False,
-    )
-    return best, LastCheckpoint(output / "checkpoints", every)
+    folder = output / "checkpoints"
+    return BestCheckpoint(folder), LastCheckpoint(folder, recipe.trainer.checkpoint_every_n_steps)
 
 
-class LastCheckpoint(ModelCheckpoint):
+class _AtomicSave:
+    """Write each checkpoint to ``<name>.partial``, rename it over ``<name>``, then its JSON.
+
+    Mixed into :class:`~pytorch_lightning.callbacks.ModelCheckpoint` subclasses; replaces
+    ``ModelCheckpoint._save_checkpoint`` (Lightning writes the final name in place, through a
+    temporary file of the system's temp folder that may lie on another file system).
+    """
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        partial = f"{filepath}{PARTIAL_SUFFIX}"
+        trainer.save_checkpoint(partial, self.save_weights_only)  # type: ignore[attr-defined]
+        if trainer.is_global_zero:
+            if os.path.isdir(partial):  # a sharded strategy writes a folder
+                shutil.rmtree(filepath, ignore_errors=True)
+            os.replace(partial, filepath)
+            module = trainer.lightning_module
+            info = getattr(module, "saved_info", None)
+            recipe = getattr(module, "recipe", None)
+            if info is not None and isinstance(recipe, Recipe):
+                write_sidecar(filepath, info, recipe)
+        trainer.strategy.barrier("lungseg.checkpoint")  # no rank reads the old file after this
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+
+class BestCheckpoint(_AtomicSave, ModelCheckpoint):
+    """``best.ckpt``: the epoch with the highest ``val_dice``, replaced when one beats it.
+
+    Args:
+        dirpath: the checkpoint folder.
+    """
+
+    def __init__(self, dirpath: Path) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=Path(BEST).stem,
+            auto_insert_metric_name=False,
+            monitor="val_dice",
+            mode="max",
+            save_top_k=1,
+            save_last=False,
+            enable_version_counter=False,
+        )
+
+
+class LastCheckpoint(_AtomicSave, ModelCheckpoint):
     """``last.ckpt`` after every validation and, optionally, every N optimiser steps.
 
     Lightning's own ``save_last`` only refreshes ``last.ckpt`` when a top-k checkpoint was
@@ -98,6 +145,8 @@ class LastCheckpoint(ModelCheckpoint):
         dirpath: the checkpoint folder.
         every_n_train_steps: optimiser steps between saves (0: after validation only).
     """
+
+    CHECKPOINT_NAME_LAST = Path(LAST).stem
 
     def __init__(self, dirpath: Path, every_n_train_steps: int = 0) -> None:
         super().__init__(

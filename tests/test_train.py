@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +17,9 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import Callback
 
-from lungseg.errors import RecipeError
+from lungseg.errors import CheckpointError, OutputError, RecipeError
 from lungseg.module import SegmentationModule
-from lungseg.recipe import recipe_from_dict
+from lungseg.recipe import Recipe, recipe_from_dict
 from lungseg.train import launch_rank, train
 from lungseg.trainer_config import build_trainer
 
@@ -123,7 +125,7 @@ def test_bf16_channels_last_cosine_loggers_and_early_stopping(tiny_dataset, tmp_
     assert ckpt["optimizer_states"][0]["state"]  # Adam moments saved
     stopper = next(v for k, v in ckpt["callbacks"].items() if k.startswith("EarlyStopping"))
     assert stopper["patience"] == 1
-    assert "-dice" in Path(result.best).name
+    assert Path(result.best).name == "best.ckpt"
 
     with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r.get("val_dice")]
@@ -163,22 +165,31 @@ def test_resume_after_sigkill_mid_epoch_restores_everything(tiny_dataset, tmp_pa
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            ckpt = _read(last) if last.is_file() else None
-            # well inside the second epoch: several steps before the next epoch-end save
-            step = ckpt["global_step"] if ckpt else 0
-            if steps_per_epoch + 1 < step and step % steps_per_epoch <= steps_per_epoch - 5:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(30)
-                killed_at = _read(last)
-                break
-            time.sleep(0.1)
+            ckpt = _read(last, tries=1) if last.is_file() else None
+            if ckpt and ckpt["global_step"] > steps_per_epoch:  # in the second epoch or later
+                # Freeze the run, then look at what a resume would find: nothing is written
+                # between this look and the kill, so the checkpoint checked is the one resumed.
+                proc.send_signal(signal.SIGSTOP)
+                frozen = _read(last)
+                if frozen and frozen["global_step"] % steps_per_epoch:  # mid-epoch, not a boundary
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(30)
+                    killed_at = frozen
+                    break
+                proc.send_signal(signal.SIGCONT)  # it stood at an epoch end: let it go on
+            time.sleep(0.05)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(30)
     assert killed_at is not None, proc.stdout.read().decode()[-3000:]
     assert proc.returncode == -signal.SIGKILL
     step = killed_at["global_step"]
-    assert step % steps_per_epoch != 0 and killed_at["epoch"] >= 1  # a mid-epoch checkpoint
+    batches = killed_at["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
+    # a step checkpoint inside epoch 1 or 2: some, not all, of that epoch's batches are done
+    assert killed_at["epoch"] == step // steps_per_epoch >= 1
+    assert 0 < batches == step % steps_per_epoch < steps_per_epoch
+    assert killed_at["lungseg"]["val_dice"] is None  # weights saved between validations
     assert killed_at["optimizer_states"][0]["state"]
 
     done = subprocess.run(
@@ -186,6 +197,7 @@ def test_resume_after_sigkill_mid_epoch_restores_everything(tiny_dataset, tmp_pa
     )
     assert done.returncode == 0, done.stderr[-3000:]
     final = torch.load(last, map_location="cpu", weights_only=True)
+    # the resumed run did only the killed epoch's remaining batches, then the rest
     assert final["epoch"] == 2 and final["global_step"] == 3 * steps_per_epoch
     # Adam's step count and the cosine schedule went on from the checkpoint, not from zero
     adam_steps = {float(s["step"]) for s in final["optimizer_states"][0]["state"].values()}
@@ -194,3 +206,100 @@ def test_resume_after_sigkill_mid_epoch_restores_everything(tiny_dataset, tmp_pa
     with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as handle:
         epochs = [int(r["epoch"]) for r in csv.DictReader(handle) if r.get("val_dice")]
     assert epochs == [0, 1, 2]  # the resumed process did not start again at epoch 0
+
+
+def _copy_run(tiny_trained, tmp_path: Path, **sections) -> tuple[Recipe, Path]:
+    """A copy of the session's trained run (never touch the shared one), and its recipe."""
+    recipe, _ = tiny_trained
+    out = tmp_path / "run"
+    shutil.copytree(recipe.output, out)
+    raw = recipe.to_dict()
+    raw["output"] = str(out)
+    for key, value in sections.items():
+        raw[key] = {**raw[key], **value}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return recipe_from_dict(raw, source=str(path)), out
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_new_train_never_replaces_an_earlier_runs_checkpoints(tiny_trained, tmp_path):
+    recipe, out = _copy_run(tiny_trained, tmp_path)
+    before = _snapshot(out)
+    with pytest.raises(OutputError) as err:
+        train(recipe)
+    message = str(err.value)
+    assert message.startswith(f"output {out} holds the checkpoints of an earlier run")
+    assert "--resume to continue it or --overwrite to replace it" in message
+    with pytest.raises(OutputError, match="pass only one"):
+        train(recipe, resume=True, overwrite=True)
+    assert _snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_lungsegs_checkpoints_and_nothing_else(tiny_trained, tmp_path):
+    recipe, out = _copy_run(tiny_trained, tmp_path, trainer={"max_epochs": 2})
+    folder = out / "checkpoints"
+    shutil.copy(folder / "best.ckpt", folder / "best-epoch000-dice0.9999.ckpt")  # older names
+    (folder / "mine.ckpt").write_text("not lungseg's")
+    (folder / "notes.txt").write_text("mine too")
+    (out / "notes.md").write_text("and this")
+    result = train(recipe, overwrite=True)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["best.ckpt", "best.json", "last.ckpt", "last.json", "mine.ckpt", "notes.txt"]
+    assert (folder / "mine.ckpt").read_text() == "not lungseg's"
+    assert (folder / "notes.txt").read_text() == "mine too"
+    assert (out / "notes.md").read_text() == "and this"
+    last = torch.load(result.last, map_location="cpu", weights_only=True)
+    assert last["epoch"] == 1 and last["global_step"] == 24  # the new run's, not the copy's
+    assert json.loads((folder / "last.json").read_text())["global_step"] == 24
+
+
+@pytest.mark.slow
+def test_resume_after_the_model_changed_is_one_clear_error(tiny_trained, tmp_path):
+    recipe, out = _copy_run(tiny_trained, tmp_path, model={"features": [8, 16]})
+    before = _snapshot(out)
+    with pytest.raises(CheckpointError) as err:
+        train(recipe, resume=True)
+    last = out / "checkpoints" / "last.ckpt"
+    message = str(err.value)
+    source = recipe.source_file
+    assert message.startswith(f"{last}: trained with another model.features than {source}")
+    assert "(checkpoint [4, 8], recipe [8, 16])" in message and "--overwrite" in message
+    assert _snapshot(out) == before  # nothing written, not even recipe.yaml
+
+    # the command line: one line, exit status 2, no traceback
+    cmd = [sys.executable, "-m", "lungseg", "train", recipe.source_file, "--resume"]
+    done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "model.features" in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+def test_resume_from_weights_of_another_net_is_one_clear_error(tiny_trained, tmp_path):
+    recipe, out = _copy_run(tiny_trained, tmp_path)
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    other = recipe.to_dict()
+    other["model"]["features"] = [8, 16]
+    ckpt["state_dict"] = SegmentationModule(other).state_dict()  # the stored recipe says [4, 8]
+    torch.save(ckpt, last)
+    with pytest.raises(CheckpointError) as err:
+        train(recipe, resume=True)
+    message = str(err.value)
+    assert message.startswith(f"{last}: its weights do not fit the recipe's model")
+    assert "size mismatch" in message and "\n" not in message
+
+
+def test_train_refuses_an_output_holding_other_files(tiny_recipe, tmp_path):
+    out = Path(tiny_recipe.output)
+    out.mkdir()
+    (out / "thesis.docx").write_text("precious")
+    with pytest.raises(OutputError, match="holds files lungseg did not make"):
+        train(tiny_recipe)
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.docx"]
