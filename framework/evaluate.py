@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lungseg.checkpoint import find_best, load_checkpoint
+from lungseg.checkpoint import check_matches, find_best, load_checkpoint
 from lungseg.data import open_store, split_cases
 from lungseg.errors import DataError
 from lungseg.figures import case_view, save_case_figure, save_dice_bars, save_gallery
@@ -112,12 +112,14 @@ def evaluate(
     Raises:
         DataError: the store was made with a different chain than the checkpoint's, or the
             split is empty.
-        CheckpointError: no or unsafe checkpoint.
+        CheckpointError: no or unsafe checkpoint, or one trained with another chain or model
+            than ``recipe``.
         OutputError: the results exist and ``overwrite`` is false, or the output folder
             holds files lungseg did not make.
     """
     ckpt = Path(checkpoint) if checkpoint else find_best(recipe.output)
     module, trained = load_checkpoint(ckpt)
+    check_matches(ckpt, trained, recipe)  # never silently another run's network or chain
     store = open_store(recipe)
     if store.root_attrs().get("preprocess_hash") != trained.preprocess_hash():
         raise DataError(

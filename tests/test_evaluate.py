@@ -150,11 +150,11 @@ def test_threshold_is_the_one_configured(evaluated, tmp_path):
     high = dataclasses.replace(
         recipe,
         output=str(tmp_path / "run"),
-        evaluate=dataclasses.replace(recipe.evaluate, threshold=1.01, save_predictions=False),
+        evaluate=dataclasses.replace(recipe.evaluate, threshold=0.999999, save_predictions=False),
     )
     result = evaluate(high, best, figures=False)
     assert all(r["predicted_voxels"] == 0 for r in result["per_case"])
-    assert result["mean_case_dice"] == 0.0 and result["threshold"] == 1.01
+    assert result["mean_case_dice"] == 0.0 and result["threshold"] == 0.999999
     assert not (tmp_path / "run" / "eval_predictions").exists()
 
 

@@ -7,6 +7,8 @@ before is byte-identical afterwards.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -160,3 +162,31 @@ def test_predict_never_writes_over_its_inputs_or_other_files(
     assert result.returncode == 0, result.stderr
     assert snapshot(out) != written
     assert snapshot(scans) == before
+
+
+def test_train_refuses_an_output_holding_another_runs_checkpoints(tiny_trained) -> None:
+    recipe, _ = tiny_trained
+    run = Path(recipe.output)
+    before = snapshot(run)
+    result = lungseg("train", recipe.source_file)
+    assert_refused(result, str(run), "--resume", "--overwrite")
+    assert snapshot(run) == before
+
+
+def test_evaluate_other_splits_write_into_their_own_folder(tiny_trained, tmp_path: Path) -> None:
+    from lungseg.errors import OutputError
+    from lungseg.evaluate import evaluate
+
+    recipe, best = tiny_trained
+    recipe = dataclasses.replace(recipe, output=str(tmp_path / "run"))
+    val = evaluate(recipe, best, figures=False)
+    val_files = snapshot(tmp_path / "run")
+    train = evaluate(recipe, best, "train", figures=False)
+    assert (val["split"], train["split"]) == ("val", "train")
+    assert json.loads((tmp_path / "run" / "evaluate_train" / "metrics.json").read_text()) == train
+    after = snapshot(tmp_path / "run")
+    assert {k: v for k, v in after.items() if k in val_files} == val_files  # val untouched
+    with pytest.raises(OutputError, match="metrics.json exists.*--overwrite"):
+        evaluate(recipe, best, "train", figures=False)
+    assert snapshot(tmp_path / "run") == after
+    evaluate(recipe, best, "train", figures=False, overwrite=True)
