@@ -20,7 +20,10 @@ import yaml
 from lungseg.errors import RecipeError
 from lungseg.recipe_schema import Component, apply_override, build, merge, to_plain
 
-__all__ = ["Component", "Recipe", "load_recipe", "recipe_from_dict", "without_secrets"]
+__all__ = ["MONITOR", "Component", "Recipe", "load_recipe", "recipe_from_dict", "without_secrets"]
+
+MONITOR = "val_dice"
+"""The validation score training logs, checkpoints on (best = highest) and schedules by."""
 
 
 @dataclass
