@@ -181,11 +181,14 @@ def test_unknown_source_is_a_recipe_error(tmp_path: Path) -> None:
 
 
 def test_synthetic_source_with_the_real_generator(tmp_path: Path) -> None:
-    pytest.importorskip("lungseg.synth")
     data = _data("synthetic", tmp_path / "synth")
     data.synthetic = SimpleNamespace(
         cases=2, seed=0, size=16, slices=12, abdomen_slices=4, test_cases=1
     )
     root = prepare_source(data)
-    assert [c.case_id for c in find_cases(root)] == ["lung_001", "lung_002"]
+    cases = find_cases(root)
+    assert [c.case_id for c in cases] == ["lung_001", "lung_002"]
     assert [c.label for c in find_cases(root, labelled=False)] == [None]
+    image, label = nib.load(str(cases[0].image)), nib.load(str(cases[0].label))
+    assert image.shape == label.shape == (16, 16, 12)
+    assert np.asarray(label.dataobj).any()  # the generator's tumours, labelled
