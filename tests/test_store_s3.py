@@ -6,9 +6,12 @@ Skipped when moto or s3fs is missing (both are in the ``dev`` extra).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 moto_server = pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
@@ -17,7 +20,9 @@ boto3 = pytest.importorskip("boto3")
 from lungseg.data import SliceDataset  # noqa: E402
 from lungseg.preprocess import run_preprocess  # noqa: E402
 from lungseg.recipe import recipe_from_dict  # noqa: E402
+from lungseg.report import read_epoch_log  # noqa: E402
 from lungseg.store import SliceStore  # noqa: E402
+from lungseg.train import train  # noqa: E402
 
 from .conftest import tiny_recipe_dict  # noqa: E402
 
@@ -83,8 +88,8 @@ def test_preprocess_into_s3_with_parallel_workers_and_train_reads(
     assert report.written == [f"lung_00{i}" for i in range(1, 6)] and not report.failed
 
     local = tmp_path / "local.zarr"
-    raw["store"] = {"path": str(local)}
-    run_preprocess(recipe_from_dict(raw), workers=1, progress=False)
+    local_raw = {**raw, "store": {"path": str(local)}}
+    run_preprocess(recipe_from_dict(local_raw), workers=1, progress=False)
 
     remote, reference = SliceStore(url, s3_options), SliceStore(str(local))
     assert remote.cases() == reference.cases()
@@ -92,10 +97,49 @@ def test_preprocess_into_s3_with_parallel_workers_and_train_reads(
         for got, want in zip(remote.read_case(case_id), reference.read_case(case_id), strict=True):
             np.testing.assert_array_equal(got, want)
         assert remote.attrs(case_id) == reference.attrs(case_id)
-    dataset = SliceDataset(remote, remote.cases())
-    image, mask = dataset[len(dataset) - 1]
-    assert image.shape == (1, 32, 32) and mask.shape == (1, 32, 32)
+
+    # a DataLoader epoch with worker processes, each opening the bucket itself
+    dataset = SliceDataset(SliceStore(url, s3_options), remote.cases())
+    loader = DataLoader(dataset, batch_size=16, num_workers=0, shuffle=False)
+    images, masks = zip(*loader, strict=True)
+    assert sum(len(b) for b in images) == len(dataset) == 5 * 30
+    assert torch.cat(images).shape == (150, 1, 32, 32)
+    want = SliceDataset(reference, reference.cases())
+    torch.testing.assert_close(torch.cat(masks), torch.stack([want[i][1] for i in range(150)]))
 
     # resumable there too: a second run finds every case complete
     again = run_preprocess(recipe, workers=2, progress=False)
     assert again.written == [] and len(again.skipped) == 5
+
+    # a real (one-epoch) training run whose only store is the bucket gives the same weights
+    # as the same run on the local copy: every slice it read came back intact
+    raw["trainer"] = {**raw["trainer"], "max_epochs": 1, "num_workers": 0}
+    local_raw["trainer"] = raw["trainer"]
+    local_raw["output"] = str(tmp_path / "local-run")
+    on_s3 = train(recipe_from_dict(raw))
+    log = read_epoch_log(Path(raw["output"]) / "logs" / "metrics.csv")
+    assert set(log) >= {"train_loss", "val_loss", "val_dice"} and list(log["train_loss"]) == [0]
+    on_disk = train(recipe_from_dict(local_raw))
+    got, want = (torch.load(r.last, weights_only=True)["state_dict"] for r in (on_s3, on_disk))
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], msg=key)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,  # how torch re-raises a worker's botocore HTTPClientError
+    reason="loader workers forked after the parent opened the bucket inherit its s3fs/zarr "
+    "event loop ('attached to a different loop'): SliceStore must reopen in each worker",
+)
+def test_loader_workers_read_the_bucket(s3_options):
+    url = f"s3://{BUCKET}/workers.zarr"
+    store = SliceStore(url, s3_options)
+    store.initialise([{"name": "resize", "size": 16}], "hash-workers", overwrite=False)
+    rng = np.random.default_rng(1)
+    image = rng.random((6, 16, 16), dtype=np.float32)
+    mask = (rng.random((6, 16, 16)) > 0.7).astype(np.uint8)
+    store.write_case("lung_001", image, mask, {"geometry": {"shape": [16, 16, 6]}, "trace": []})
+    dataset = SliceDataset(SliceStore(url, s3_options), ["lung_001"])  # the parent reads first
+    got = torch.cat([m for _, m in DataLoader(dataset, batch_size=2, num_workers=2)])
+    np.testing.assert_array_equal(got[:, 0].numpy(), mask)
