@@ -1,7 +1,7 @@
 """Prediction time for one 512x512x300 synthetic CT on CPU, and where it goes.
 
 Runs exactly the functions ``lungseg predict`` runs for a NIfTI input (read_image ->
-predict_scan [chain forward, model, chain inverse, threshold] -> write_mask) with the
+Predictor.scan [chain forward, model, chain inverse, threshold] -> write_mask) with the
 default chain (canonical, skip 30 slices, /3071, resize to 256x256) and an untrained UNet
 (speed does not depend on the weights). Prints seconds per stage and the share of time
 outside the model's forward pass (target: at most 25%).
@@ -20,10 +20,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from lungseg.inference import Timings, predict_scan
-from lungseg.manager import load_registry
-from lungseg.preprocessing import Chain
-from lungseg.recipe import Recipe
+from lungseg.build import assemble
+from lungseg.inference import Predictor
+from lungseg.recipe import Component, Recipe
 from lungseg.synth import make_case
 from lungseg.volume import read_image, write_mask
 
@@ -48,28 +47,23 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     features = [int(f) for f in args.features.split(",")]
-    registry = load_registry()
-    recipe = Recipe()  # the default chain: canonical, skip-slices 30, normalize, resize 256
-    chain = Chain.from_components(recipe.preprocess, registry)
-    model = registry.create("model", "unet", {"features": features}, "model").eval()
-    path = scan_path(Path(args.work))
-    out = Path(args.work) / "pred" / path.name
-
-    timings = Timings()
-    start = time.perf_counter()
-    with timings.stage("read"):
-        image, geometry = read_image(path)
-    result = predict_scan(
-        model,
-        chain,
-        image,
-        geometry.affine,
-        geometry.spacing,
+    parts = assemble(Recipe(model=Component("unet", {"features": features})))
+    recipe = parts.recipe  # the default chain: canonical, skip-slices, normalize, resize
+    predictor = Predictor(
+        parts.model().eval(),
+        parts.chain,
         threshold=recipe.evaluate.threshold,
         batch_size=args.batch_size,
         device="cpu",
-        timings=timings,
     )
+    path = scan_path(Path(args.work))
+    out = Path(args.work) / "pred" / path.name
+
+    timings = predictor.timings
+    start = time.perf_counter()
+    with timings.stage("read"):
+        image, geometry = read_image(path)
+    result = predictor.scan(image, geometry.affine, geometry.spacing)
     with timings.stage("write"):
         write_mask(out, result.mask, path)
     total = time.perf_counter() - start

@@ -25,9 +25,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from lungseg.build import assemble
 from lungseg.data import SliceDataModule
-from lungseg.manager import load_registry
-from lungseg.module import SegmentationModule
 from lungseg.preprocess import run_preprocess
 from lungseg.recipe import recipe_from_dict
 from lungseg.synth import write_dataset
@@ -57,21 +56,20 @@ def framework_rate(recipe, work: Path) -> float:
     timer = EpochTimer()
     pl.seed_everything(0, workers=True, verbose=False)
     trainer, _, _ = build_trainer(recipe, Path(recipe.output), [timer])
-    module = SegmentationModule(recipe.to_dict())
-    trainer.fit(module, datamodule=SliceDataModule(recipe, load_registry()))
+    module = assemble(recipe).module()
+    trainer.fit(module, datamodule=SliceDataModule(assemble(recipe)))
     return max(images / seconds for seconds, images in timer.epochs[1:])
 
 
 def plain_rate(recipe, epochs: int) -> float:
-    data = SliceDataModule(recipe, load_registry())
+    data = SliceDataModule(assemble(recipe))
     data.setup("fit")
     items = [data.train_set[i] for i in range(len(data.train_set))]
     images = torch.stack([i for i, _ in items])
     masks = torch.stack([m for _, m in items])
-    registry = load_registry()
+    parts = assemble(recipe)
     torch.manual_seed(0)
-    model = registry.create("model", recipe.model.name, recipe.model.params, "model")
-    loss_fn = registry.create("loss", recipe.loss.name, recipe.loss.params, "loss")
+    model, loss_fn = parts.model(), parts.loss()
     opt = torch.optim.Adam(model.parameters(), lr=recipe.optimizer.lr)
     model.train()
     batch = recipe.trainer.batch_size

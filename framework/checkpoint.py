@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from lungseg.build import assemble, registry
 from lungseg.errors import CheckpointError, LungsegError
 from lungseg.module import SegmentationModule
 from lungseg.recipe import Recipe, recipe_from_dict
@@ -250,7 +251,7 @@ def load_checkpoint(
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a lungseg checkpoint (no state_dict of weights)")
     try:
-        module = SegmentationModule(raw["lungseg"]["recipe"])
+        module = assemble(recipe).module()
     except LungsegError as exc:
         raise CheckpointError(f"{path}: cannot build its stored model: {exc}") from None
     _load_weights(module, state, path, recipe)
@@ -283,9 +284,7 @@ def _model_params(recipe: Recipe) -> dict[str, Any]:
     """The model's parameters with the plugin's defaults filled in (when it is installed)."""
     params = dict(recipe.model.params)
     try:
-        from lungseg.manager import load_registry
-
-        entry = load_registry().get("model", recipe.model.name)
+        entry = registry().get("model", recipe.model.name)
     except LungsegError:
         return _plain(params)
     for name, param in entry.parameters().items():

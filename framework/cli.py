@@ -14,15 +14,15 @@ from lungseg.errors import LungsegError
 EXIT_USER_ERROR = 2
 
 
-def _recipe(args: argparse.Namespace):
-    from lungseg.manager import load_registry
+def _parts(args: argparse.Namespace):
+    """The command's recipe, checked whole (plugins, paths) before any work, as built parts."""
+    from lungseg.build import assemble
     from lungseg.recipe import load_recipe
     from lungseg.safety import check_recipe_paths
 
-    recipe = load_recipe(args.recipe, args.set or [])
-    recipe.check_plugins(load_registry())  # every plugin name and parameter, before any work
-    check_recipe_paths(recipe)  # the store, the scans and the run folder kept apart
-    return recipe
+    parts = assemble(load_recipe(args.recipe, args.set or []))  # every plugin name and parameter
+    check_recipe_paths(parts.recipe)  # the store, the scans and the run folder kept apart
+    return parts
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -45,23 +45,21 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from lungseg.preprocess import run_preprocess
 
-    recipe = _recipe(args)
-    report = run_preprocess(
-        recipe, workers=args.workers, shard=args.shard, overwrite=args.overwrite
-    )
+    parts = _parts(args)
+    report = run_preprocess(parts, workers=args.workers, shard=args.shard, overwrite=args.overwrite)
     rate = report.slices / report.seconds if report.seconds else 0.0
     print(
-        f"store: {recipe.store.path} ({len(report.written)} cases written, "
+        f"store: {parts.recipe.store.path} ({len(report.written)} cases written, "
         f"{len(report.skipped)} already complete, {report.slices} slices, {rate:.0f} slices/s)"
     )
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    recipe = _recipe(args)
+    parts = _parts(args)
     from lungseg.train import train
 
-    result = train(recipe, resume=args.resume, overwrite=args.overwrite)
+    result = train(parts, resume=args.resume, overwrite=args.overwrite)
     if result.is_global_zero:
         print(f"best checkpoint: {result.best}\nlast checkpoint: {result.last}")
     return 0
@@ -82,11 +80,11 @@ def _print_metrics(metrics: dict, output: str | Path) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    recipe = _recipe(args)
+    parts = _parts(args)
     from lungseg.evaluate import evaluate, output_folder
 
-    metrics = evaluate(recipe, args.checkpoint, args.split, overwrite=args.overwrite)
-    _print_metrics(metrics, output_folder(recipe, args.split))
+    metrics = evaluate(parts, args.checkpoint, args.split, overwrite=args.overwrite)
+    _print_metrics(metrics, output_folder(parts.recipe, args.split))
     return 0
 
 
@@ -126,17 +124,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    recipe = _recipe(args)
+    parts = _parts(args)
     from lungseg.pipeline import run
 
-    return run(recipe, overwrite=args.overwrite)
+    return run(parts, overwrite=args.overwrite)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from lungseg.manager import load_registry
+    from lungseg.build import registry as load
     from lungseg.registry import KINDS
 
-    registry = load_registry()
+    registry = load()
     plurals = {"loss": "losses"}
     for kind in KINDS:
         print(f"{plurals.get(kind, kind + 's')}:")

@@ -14,9 +14,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from lungseg.build import Parts
 from lungseg.errors import DataError, RecipeError
 from lungseg.recipe import AugmentConfig, Recipe
-from lungseg.registry import Registry
 from lungseg.sampling import ShardSampler
 from lungseg.store import SliceStore
 
@@ -144,25 +144,24 @@ class SliceDataModule(pl.LightningDataModule):
     """Prepares the store once (rank 0), splits by case, builds the loaders.
 
     Args:
-        recipe: the run's recipe.
-        registry: plugin registry (for the sampler).
+        parts: the run's assembled recipe (:func:`lungseg.build.assemble`): its recipe, and
+            the sampler and preprocessing chain built from it.
     """
 
-    def __init__(self, recipe: Recipe, registry: Registry) -> None:
+    def __init__(self, parts: Parts) -> None:
         super().__init__()
         # One writer for the whole job: global rank 0 fills the store that every node reads
         # (a shared file system or object storage); per-node writers would race on one store.
         self.prepare_data_per_node = False
-        self.recipe = recipe
-        self.sampler_factory = registry.create(
-            "sampler", recipe.sampler.name, recipe.sampler.params, "sampler"
-        )
+        self.parts = parts
+        self.recipe = parts.recipe
+        self.sampler_factory = parts.sampler()
         self.splits: dict[str, list[str]] = {}
 
     def prepare_data(self) -> None:
         from lungseg.preprocess import run_preprocess
 
-        run_preprocess(self.recipe, progress=False)
+        run_preprocess(self.parts, progress=False)
 
     def setup(self, stage: str | None = None) -> None:
         store = open_store(self.recipe)

@@ -1,25 +1,25 @@
 """Running a trained network over slices, and mapping predictions back to the scan.
 
-One function, :func:`predict_scan`, serves ``lungseg predict``, the evaluation's
-post-processing and the prediction benchmark, so they cannot drift apart.
+One object, :class:`Predictor`, serves ``lungseg predict`` (raw scans), ``lungseg evaluate``
+(stored slices) and the prediction benchmark, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from lungseg.preprocessing import Chain
-from lungseg.recipe import Component
-from lungseg.registry import Registry
+from lungseg.recipe import Component, Recipe
 from lungseg.volume import Volume
 
 
@@ -84,18 +84,6 @@ def predict_probs(
     return out
 
 
-def build_postprocessors(components: list[Component], registry: Registry) -> list[PostProcessor]:
-    """Postprocessor plugins from recipe entries (``evaluate.postprocess``).
-
-    Raises:
-        RecipeError: unknown name or parameter (names ``evaluate.postprocess[i]``).
-    """
-    return [
-        registry.create("postprocessor", c.name, c.params, f"evaluate.postprocess[{i}]")
-        for i, c in enumerate(components)
-    ]
-
-
 def postprocess(
     mask: np.ndarray, image: np.ndarray, spacing: tuple[float, ...], posts: list[PostProcessor]
 ) -> np.ndarray:
@@ -108,61 +96,135 @@ def postprocess(
 
 @dataclass
 class ScanPrediction:
-    """A scan's prediction in its own geometry: uint8 mask ``(X, Y, Z)``, float32 probs."""
+    """A scan's prediction.
+
+    Attributes:
+        mask: uint8 ``(X, Y, Z)`` {0, 1} in the scan's own geometry (slices the chain drops
+            are 0), thresholded and post-processed.
+        probs: float32 ``(X, Y, Z)`` probabilities in the scan's own geometry.
+        slice_probs: float32 ``(n, H, W)`` probabilities on the preprocessed slices.
+    """
 
     mask: np.ndarray
     probs: np.ndarray
+    slice_probs: np.ndarray
 
 
-def predict_scan(
-    model: nn.Module,
-    chain: Chain,
-    image: np.ndarray,
-    affine: np.ndarray,
-    spacing: tuple[float, ...],
-    *,
-    threshold: float,
-    batch_size: int,
-    device: str | torch.device,
-    tta: bool = False,
-    posts: list[PostProcessor] | None = None,
-    source: str = "<array>",
-    timings: Timings | None = None,
-) -> ScanPrediction:
-    """Chain forward -> model -> chain inverse -> threshold -> postprocessors.
+class Predictor:
+    """A trained network with its preprocessing chain: the one inference path.
+
+    ``predict`` uses :meth:`scan` (a raw scan goes through the chain first); ``evaluate``
+    uses :meth:`stored` (slices already in the store, with the trace the chain recorded for
+    them). Both then run the same steps: network (with flip TTA if asked), inverse chain to
+    the scan's geometry, threshold, post-processors.
 
     Args:
         model: the network (logits out).
         chain: the checkpoint's preprocessing chain.
-        image: float32 ``(X, Y, Z)`` Hounsfield units in the scan's own orientation.
-        affine: the scan's voxel-to-world affine.
-        spacing: mm per axis, for postprocessors.
         threshold: probability at and above which a voxel is tumour.
         batch_size: slices per forward pass.
-        device: where the model runs.
-        tta: flip test-time augmentation (see :func:`predict_probs`).
-        posts: postprocessors applied to the thresholded mask.
-        source: the file, for messages.
-        timings: filled with seconds for ``forward chain``, ``model``, ``invert``,
-            ``threshold + postprocess``.
-
-    Returns:
-        The mask (uint8 {0, 1}, slices the chain drops are 0) and the probabilities.
-
-    Raises:
-        DataError: the chain cannot handle the scan (for example too few slices).
+        device: where the network runs (default: CUDA when available).
+        tta: average each slice's probabilities with those of its left-right mirror.
+        posts: postprocessors applied to the thresholded mask, in order.
     """
-    timings = timings or Timings()
-    with timings.stage("forward chain"):
-        volume, trace = chain.forward(Volume(image, None, affine, source))
-        slices = np.ascontiguousarray(np.moveaxis(volume.image, 2, 0))
-    with timings.stage("model"):
-        probs = predict_probs(model, slices, batch_size, device, tta=tta)
-    with timings.stage("invert"):
-        back = chain.invert(np.moveaxis(probs, 0, 2), trace, is_label=False)
-    with timings.stage("threshold + postprocess"):
-        mask = postprocess(back >= threshold, image, spacing, posts or [])
-    return ScanPrediction(mask.astype(np.uint8), back.astype(np.float32, copy=False))
+
+    def __init__(
+        self,
+        model: nn.Module,
+        chain: Chain,
+        *,
+        threshold: float,
+        batch_size: int,
+        device: str | torch.device | None = None,
+        tta: bool = False,
+        posts: list[PostProcessor] | None = None,
+    ) -> None:
+        self.model = model
+        self.chain = chain
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.device = device or default_device()
+        self.tta = tta
+        self.posts = list(posts or [])
+        self.timings = Timings()
+
+    def scan(
+        self,
+        image: np.ndarray,
+        affine: np.ndarray,
+        spacing: tuple[float, ...],
+        source: str = "<array>",
+    ) -> ScanPrediction:
+        """Predict a raw scan: float32 ``(X, Y, Z)`` Hounsfield units, its own orientation.
+
+        Raises:
+            DataError: the chain cannot handle the scan (for example too few slices).
+        """
+        with self.timings.stage("forward chain"):
+            volume, trace = self.chain.forward(Volume(image, None, affine, source))
+            slices = np.ascontiguousarray(np.moveaxis(volume.image, 2, 0))
+        return self.stored(slices, trace, image, spacing)
+
+    def stored(
+        self,
+        slices: np.ndarray,
+        trace: list[dict[str, Any]],
+        image: np.ndarray | None,
+        spacing: tuple[float, ...],
+    ) -> ScanPrediction:
+        """Predict preprocessed slices ``(n, H, W)`` whose chain recorded ``trace``.
+
+        Args:
+            slices: the preprocessed slices (a stored case, or the chain's output).
+            trace: what each chain step recorded, to invert it.
+            image: the scan's Hounsfield units, for postprocessors that look at the scan
+                (``None`` when there are no postprocessors).
+            spacing: mm per axis of the scan, for postprocessors.
+        """
+        with self.timings.stage("model"):
+            probs = predict_probs(self.model, slices, self.batch_size, self.device, tta=self.tta)
+        with self.timings.stage("invert"):
+            back = self.chain.invert(np.moveaxis(probs, 0, 2), trace, is_label=False)
+        with self.timings.stage("threshold + postprocess"):
+            mask = postprocess(back >= self.threshold, image, spacing, self.posts)
+        return ScanPrediction(mask.astype(np.uint8), back.astype(np.float32, copy=False), probs)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        *,
+        threshold: float | None = None,
+        batch_size: int | None = None,
+        device: str | None = None,
+        tta: bool | None = None,
+        postprocessors: list[Component] | None = None,
+    ) -> tuple[Predictor, Recipe]:
+        """The predictor a checkpoint describes; unset settings come from its recipe.
+
+        Returns:
+            The predictor, and the checkpoint's recipe.
+
+        Raises:
+            CheckpointError: the checkpoint is missing, unsafe or has no lungseg recipe.
+            RecipeError: an unknown postprocessor name or parameter.
+        """
+        from lungseg.build import assemble
+        from lungseg.checkpoint import load_checkpoint
+
+        module, recipe = load_checkpoint(path)
+        parts = assemble(recipe)
+        cfg = recipe.evaluate
+        predictor = cls(
+            module.model,
+            parts.chain,
+            threshold=cfg.threshold if threshold is None else threshold,
+            batch_size=batch_size or cfg.batch_size,
+            device=device,
+            tta=cfg.tta if tta is None else tta,
+            posts=parts.postprocessors(postprocessors),
+        )
+        return predictor, recipe
 
 
 def default_device() -> str:

@@ -8,24 +8,25 @@ import pytorch_lightning as pl
 import torch
 
 from lungseg import __version__
-from lungseg.manager import load_registry
-from lungseg.recipe import recipe_from_dict
+from lungseg.recipe import MONITOR, Recipe
 
 
 class SegmentationModule(pl.LightningModule):
-    """Binary segmentation of 2D slices.
+    """Binary segmentation of 2D slices: a given network trained with a given loss and Adam.
 
-    The recipe (plain data) is its only hyper-parameter, so every checkpoint carries the
-    exact preprocessing, model and loss it was trained with, and ``load_from_checkpoint``
-    rebuilds the same network from the installed plugins.
+    The module is given its parts (see :mod:`lungseg.build`); it stores the recipe (without
+    secrets) once in every checkpoint, as ``checkpoint["lungseg"]["recipe"]``, so a
+    checkpoint alone rebuilds the same network and preprocessing (:mod:`lungseg.checkpoint`).
 
     Args:
-        recipe: the resolved recipe as a dict (``Recipe.to_dict()``).
+        model: the network, ``(N, C, H, W)`` images to ``(N, 1, H, W)`` logits.
+        loss: ``loss(logits, target) -> scalar tensor``.
+        recipe: the run's recipe (optimiser, schedule, threshold, memory format, compile).
 
     Logged per epoch: ``train_loss``, ``val_loss`` (mean over validation slices) and
-    ``val_dice``: Dice pooled over every validation pixel of the preprocessed slices,
-    with probabilities thresholded at ``evaluate.threshold`` (1.0 when neither prediction
-    nor truth has a tumour pixel).
+    ``val_dice`` (:data:`lungseg.recipe.MONITOR`): Dice pooled over every validation pixel
+    of the preprocessed slices, with probabilities thresholded at ``evaluate.threshold``
+    (1.0 when neither prediction nor truth has a tumour pixel).
 
     ``trainer.channels_last`` stores weights and inputs in NHWC (faster convolutions with
     mixed precision on tensor-core GPUs); ``trainer.compile`` runs the network through
@@ -36,16 +37,13 @@ class SegmentationModule(pl.LightningModule):
     they were saved between validations, e.g. by a step checkpoint mid-epoch).
     """
 
-    def __init__(self, recipe: dict[str, Any]) -> None:
+    def __init__(self, model: torch.nn.Module, loss: Any, recipe: Recipe) -> None:
         super().__init__()
-        self.save_hyperparameters({"recipe": recipe})
-        self.recipe = recipe_from_dict(recipe, source="checkpoint recipe")
-        registry = load_registry()
-        r = self.recipe
-        self.model = registry.create("model", r.model.name, r.model.params, "model")
-        self.loss_fn = registry.create("loss", r.loss.name, r.loss.params, "loss")
-        self.threshold = r.evaluate.threshold
-        self.channels_last = r.trainer.channels_last
+        self.recipe = recipe
+        self.model = model
+        self.loss_fn = loss
+        self.threshold = recipe.evaluate.threshold
+        self.channels_last = recipe.trainer.channels_last
         self._val = torch.zeros(5, dtype=torch.float64)
         #: ``(global_step, epoch, val_dice)`` of the latest full validation of this run.
         self._validated: tuple[int, int, float] | None = None
@@ -112,7 +110,7 @@ class SegmentationModule(pl.LightningModule):
         dice = 2 * inter / (p + t) if p + t > 0 else 1.0
         if not self.trainer.sanity_checking:  # a sanity check sees only a few batches
             self._validated = (self.trainer.global_step, self.current_epoch, float(dice))
-        self.log("val_dice", dice, prog_bar=True, sync_dist=False)
+        self.log(MONITOR, dice, prog_bar=True, sync_dist=False)
         self.log("val_loss", loss_sum / max(n, 1), prog_bar=True, sync_dist=False)
 
     def configure_optimizers(self) -> Any:
@@ -132,7 +130,7 @@ class SegmentationModule(pl.LightningModule):
                 patience=opt.plateau_patience,
                 min_lr=opt.min_lr,
             )
-            config = {"scheduler": scheduler, "monitor": "val_dice", "interval": "epoch"}
+            config = {"scheduler": scheduler, "monitor": MONITOR, "interval": "epoch"}
             return {"optimizer": adam, "lr_scheduler": config}
         return adam
 
@@ -147,5 +145,5 @@ class SegmentationModule(pl.LightningModule):
         if self._validated is not None and self._validated[0] == step:
             _, epoch, dice = self._validated
         info = {"version": __version__, "epoch": epoch, "global_step": step, "val_dice": dice}
-        checkpoint["lungseg"] = {**info, "recipe": self.hparams["recipe"]}
+        checkpoint["lungseg"] = {**info, "recipe": self.recipe.to_dict()}
         self.saved_info = info

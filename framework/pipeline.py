@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lungseg.build import Parts, assemble
 from lungseg.evaluate import evaluate
 from lungseg.predict import predict
 from lungseg.preprocess import run_preprocess
@@ -18,31 +19,33 @@ from lungseg.sources import find_cases, prepare_source
 from lungseg.train import launch_rank, train
 
 
-def run(recipe: Recipe, *, overwrite: bool = False) -> int:
+def run(recipe: Recipe | Parts, *, overwrite: bool = False) -> int:
     """Prepare data, preprocess, train, evaluate, and predict the unlabelled test scans.
 
     Args:
-        recipe: the run's recipe.
+        recipe: the run's recipe, or its assembled parts (built once, used by every stage).
         overwrite: replace an earlier run's checkpoints, evaluation and predictions in the
             recipe's output (the store is reused when its chain matches).
 
     Returns:
         The exit status (0).
     """
+    parts = assemble(recipe)
+    recipe = parts.recipe
     if launch_rank() != 0:
         # A DDP worker: rank 0 prepares the data, evaluates and predicts.
-        train(recipe, overwrite=overwrite)
+        train(parts, overwrite=overwrite)
         return 0
     root = prepare_source(recipe.data)
     print(f"[1/5] data: {root}")
-    report = run_preprocess(recipe)
+    report = run_preprocess(parts)
     counts = f"{len(report.written)} written, {len(report.skipped)} reused"
     print(f"[2/5] store: {recipe.store.path} ({counts})")
-    result = train(recipe, overwrite=overwrite)
+    result = train(parts, overwrite=overwrite)
     if not result.is_global_zero:
         return 0  # DDP workers stop after training; rank 0 evaluates
     print(f"[3/5] checkpoints: {result.best} (best), {result.last} (last)")
-    metrics = evaluate(recipe, result.best, overwrite=overwrite)
+    metrics = evaluate(parts, result.best, overwrite=overwrite)
     out = Path(recipe.output)
     dice = metrics["mean_case_dice"]
     shown = "n/a" if dice is None else f"{dice:.4f}"

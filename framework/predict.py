@@ -10,18 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from lungseg.checkpoint import load_checkpoint
 from lungseg.dicom import read_dicom_series, series_ids
 from lungseg.errors import DataError, LungsegError, OutputError, RecipeError
 from lungseg.figures import case_view, save_case_figure
-from lungseg.inference import Timings, build_postprocessors, default_device, predict_scan
-from lungseg.manager import load_registry
-from lungseg.preprocessing import Chain
+from lungseg.inference import Predictor, Timings
 from lungseg.recipe import Component
 from lungseg.safety import claim_dir, refuse_existing
 from lungseg.volume import read_image, write_mask
@@ -156,21 +152,17 @@ def predict(
     plans = [_plan(scan, out, prob, overlay) for scan in scans]
     _refuse_over_inputs(scans, plans)
     refuse_existing([p for plan in plans for p in plan], overwrite)
-    module, recipe = load_checkpoint(checkpoint)
-    registry = load_registry()
-    chain = Chain.from_components(recipe.preprocess, registry)
-    cfg = recipe.evaluate
-    posts = build_postprocessors(cfg.postprocess if postprocess is None else postprocess, registry)
-    settings = {
-        "threshold": cfg.threshold if threshold is None else threshold,
-        "batch_size": batch_size or cfg.batch_size,
-        "device": device or default_device(),
-        "tta": cfg.tta if tta is None else tta,
-        "posts": posts,
-    }
+    predictor, _ = Predictor.from_checkpoint(
+        checkpoint,
+        threshold=threshold,
+        batch_size=batch_size,
+        device=device,
+        tta=tta,
+        postprocessors=postprocess,
+    )
     if scans:
         claim_dir(out, "predictions", role="--out")
-    report = PredictReport(failed=failed)
+    report = PredictReport(failed=failed, timings=predictor.timings)
     used: dict[str, Path] = {}
     for scan, plan in zip(scans, plans, strict=True):
         try:
@@ -180,7 +172,7 @@ def predict(
                     "rename one or predict them into different --out folders"
                 )
             used[scan.stem] = scan.path
-            _predict_one(module.model, chain, scan, plan, report, settings)
+            _predict_one(predictor, scan, plan, report)
         except LungsegError as exc:
             report.failed[str(scan.path)] = str(exc)
     return report
@@ -215,30 +207,16 @@ def _refuse_over_inputs(scans: list[ScanInput], plans: list[list[Path]]) -> None
 
 
 def _predict_one(
-    model: Any,
-    chain: Chain,
-    scan: ScanInput,
-    plan: list[Path],
-    report: PredictReport,
-    settings: dict[str, Any],
+    predictor: Predictor, scan: ScanInput, plan: list[Path], report: PredictReport
 ) -> None:
     """Read, predict and write one scan to ``plan``; raises :class:`LungsegError` for bad input."""
-    timings = report.timings
+    timings = predictor.timings
     with timings.stage("read"):
         if scan.dicom:
             image, geometry = read_dicom_series(scan.path)
         else:
             image, geometry = read_image(scan.path)
-    result = predict_scan(
-        model,
-        chain,
-        image,
-        geometry.affine,
-        geometry.spacing,
-        source=str(scan.path),
-        timings=timings,
-        **settings,
-    )
+    result = predictor.scan(image, geometry.affine, geometry.spacing, source=str(scan.path))
     reference = None if scan.dicom else scan.path
     mask_path, *extras = plan
     with timings.stage("write"):

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from lungseg.build import Parts, assemble
 from lungseg.errors import DataError, LungsegError, RecipeError
-from lungseg.manager import load_registry
 from lungseg.preprocessing import Chain
 from lungseg.recipe import Recipe, recipe_from_dict
 from lungseg.safety import check_recipe_paths
@@ -32,18 +32,15 @@ class PreprocessReport:
     seconds: float
 
 
-def _chain(recipe: Recipe) -> Chain:
-    return Chain.from_components(recipe.preprocess, load_registry())
-
-
 _WORKER_CHAINS: dict[str, Chain] = {}
 
 
-def _worker_chain(recipe: Recipe) -> Chain:
-    """The chain for ``recipe``, built once per worker process (plugin loading costs ~30 ms)."""
-    key = recipe.preprocess_hash()
+def _worker_chain(recipe: Recipe | Parts) -> Chain:
+    """The recipe's chain, built once per process (forked workers inherit the parent's)."""
+    parts = assemble(recipe)
+    key = parts.recipe.preprocess_hash()
     if key not in _WORKER_CHAINS:
-        _WORKER_CHAINS[key] = _chain(recipe)
+        _WORKER_CHAINS[key] = parts.chain
     return _WORKER_CHAINS[key]
 
 
@@ -113,7 +110,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def run_preprocess(
-    recipe: Recipe,
+    recipe: Recipe | Parts,
     *,
     workers: int | None = None,
     shard: str | None = None,
@@ -128,7 +125,7 @@ def run_preprocess(
     reported and the others are still stored; nothing already in the store is changed.
 
     Args:
-        recipe: names the data, the chain and the store.
+        recipe: names the data, the chain and the store (a recipe, or its assembled parts).
         workers: processes, one case each at a time (default: all cores). Each holds about
             the scan's stored voxels plus one float32 copy of it (6 bytes a voxel for int16).
         shard: ``"I/N"``: only every N-th case from the I-th, for N machines filling one
@@ -148,8 +145,10 @@ def run_preprocess(
             ``output``.
     """
     start = time.perf_counter()
+    parts = assemble(recipe)
+    recipe = parts.recipe
     check_recipe_paths(recipe)  # never a store inside the scans or the run folder
-    _worker_chain(recipe)  # validate the chain before touching the store; forks inherit it
+    _worker_chain(parts)  # validate the chain before touching the store; forks inherit it
     root = prepare_source(recipe.data)
     index, count = parse_shard(shard)
     cases = find_cases(root)[index::count]

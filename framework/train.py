@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 
+from lungseg.build import Parts, assemble
 from lungseg.checkpoint import (
     LAST,
     check_matches,
@@ -33,7 +34,6 @@ from lungseg.checkpoint import (
 )
 from lungseg.data import SliceDataModule
 from lungseg.errors import CheckpointError, OutputError
-from lungseg.manager import load_registry
 from lungseg.module import SegmentationModule
 from lungseg.recipe import Recipe
 from lungseg.safety import claim_dir
@@ -90,7 +90,7 @@ def _save_recipe(recipe: Recipe, output: Path) -> None:
     recipe.save(output / "recipe.yaml")
 
 
-def _check_resume(recipe: Recipe, last: Path) -> dict[str, Any]:
+def _check_resume(recipe: Recipe, last: Path, module: SegmentationModule) -> dict[str, Any]:
     """Read ``last.ckpt`` and refuse it unless it was trained with this recipe's chain and model.
 
     Besides comparing the stored recipe, the weights are loaded into the recipe's model once
@@ -108,7 +108,6 @@ def _check_resume(recipe: Recipe, last: Path) -> dict[str, Any]:
         "`lungseg train RECIPE --overwrite` (or give it another output)"
     )
     check_matches(last, stored_recipe(raw, last), recipe, fix=fix)
-    module = SegmentationModule(recipe.to_dict())
     try:
         module.load_state_dict(raw.get("state_dict") or {}, strict=True)
     except RuntimeError as exc:
@@ -122,7 +121,7 @@ def _check_resume(recipe: Recipe, last: Path) -> dict[str, Any]:
 
 
 def train(
-    recipe: Recipe,
+    recipe: Recipe | Parts,
     *,
     resume: bool = False,
     overwrite: bool = False,
@@ -131,7 +130,7 @@ def train(
     """Train the recipe's model; with ``resume`` continue from ``checkpoints/last.ckpt``.
 
     Args:
-        recipe: the run's recipe.
+        recipe: the run's recipe, or its assembled parts (:mod:`lungseg.build`).
         resume: restore weights, optimiser, LR scheduler, epoch and global step from
             ``<output>/checkpoints/last.ckpt`` and train on to ``trainer.max_epochs``.
         overwrite: start afresh in an output that already holds checkpoints: delete
@@ -150,6 +149,8 @@ def train(
         RecipeError: a trainer value Lightning rejects.
     """
     _quiet_lightning()
+    parts = assemble(recipe)
+    recipe = parts.recipe
     check_trainer_keys(recipe)
     if resume and overwrite:
         raise OutputError(
@@ -164,8 +165,10 @@ def train(
     if rank0:
         claim_dir(output, "run", role="output")
     raw = None
+    pl.seed_everything(recipe.trainer.seed, workers=True, verbose=False)  # before the weights
+    module = parts.module()
     if resume:
-        raw = _check_resume(recipe, last)
+        raw = _check_resume(recipe, last, module)
     else:
         existing = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
         if existing and not overwrite:
@@ -177,10 +180,7 @@ def train(
         if overwrite and rank0:
             clear_checkpoints(folder)
     _save_recipe(recipe, output)
-    pl.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
-    registry = load_registry()
-    datamodule = SliceDataModule(recipe, registry)
-    module = SegmentationModule(recipe.to_dict())
+    datamodule = SliceDataModule(parts)
     trainer, best, last_cb = build_trainer(recipe, output, callbacks)
     if raw is not None and rank0:
         keep_csv_history(trainer.loggers, int(raw.get("global_step", 0)))

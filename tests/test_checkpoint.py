@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lungseg.build import assemble
 from lungseg.checkpoint import (
     check_matches,
     clear_checkpoints,
@@ -107,7 +108,7 @@ def test_clear_checkpoints_deletes_only_lungseg_files(three_epochs, tmp_path):
 
 def _tiny_checkpoint(tiny_dataset: Path, tmp_path: Path, **model) -> tuple[Path, dict]:
     raw = tiny_recipe_dict(tiny_dataset, tmp_path)
-    module = SegmentationModule(recipe_from_dict(raw).to_dict())
+    module = assemble(recipe_from_dict(raw)).module()
     path = tmp_path / "tiny.ckpt"
     stored = recipe_from_dict(raw).to_dict()
     stored["model"].update(model)
@@ -224,7 +225,7 @@ class _Trainer:
 def test_a_save_killed_halfway_leaves_the_previous_best_whole(tiny_recipe, tmp_path):
     from lungseg.trainer_config import BestCheckpoint
 
-    module = SegmentationModule(tiny_recipe.to_dict())
+    module = assemble(tiny_recipe).module()
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     callback = BestCheckpoint(folder)

@@ -5,6 +5,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from lungseg.build import assemble
 from lungseg.data import SliceDataset, build_augment, split_cases
 from lungseg.errors import DataError
 from lungseg.preprocess import run_preprocess
@@ -60,11 +61,10 @@ def test_augmentation_keeps_masks_binary_and_is_reproducible():
 def _augmented_epochs(recipe, seed: int) -> list[list[torch.Tensor]]:
     """Two epochs of augmented training batches, in order, from 2 loader workers."""
     from lungseg.data import SliceDataModule, _seed_worker
-    from lungseg.manager import load_registry
     from lungseg.sampling import ShardSampler
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    data = SliceDataModule(recipe, load_registry())
+    data = SliceDataModule(assemble(recipe))
     data.setup("fit")
     loader = torch.utils.data.DataLoader(
         data.train_set,

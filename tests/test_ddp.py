@@ -17,9 +17,9 @@ import pytest
 import pytorch_lightning as pl
 import yaml
 
+from lungseg.build import assemble
+from lungseg.checkpoint import load_checkpoint
 from lungseg.data import SliceDataModule, SliceDataset, open_store, split_cases
-from lungseg.manager import load_registry
-from lungseg.module import SegmentationModule
 from lungseg.recipe import load_recipe
 from lungseg.sampling import DistributedWeightedSampler, class_balanced_weights
 
@@ -33,9 +33,8 @@ SCRIPT = textwrap.dedent(
     import pytorch_lightning as pl
     from torch.utils.data import Dataset
 
+    from lungseg.build import assemble
     from lungseg.data import SliceDataModule
-    from lungseg.manager import load_registry
-    from lungseg.module import SegmentationModule
     from lungseg.recipe import load_recipe
     from lungseg.trainer_config import build_trainer
 
@@ -68,8 +67,8 @@ SCRIPT = textwrap.dedent(
     recipe = load_recipe(sys.argv[1])
     out = Path(recipe.output)
     pl.seed_everything(recipe.trainer.seed, workers=True, verbose=False)
-    data = RecordingData(recipe, load_registry())
-    module = SegmentationModule(recipe.to_dict())
+    data = RecordingData(assemble(recipe))
+    module = assemble(recipe).module()
     trainer, _, _ = build_trainer(recipe, out, num_sanity_val_steps=1)
     trainer.fit(module, datamodule=data)
     last = str(out / "checkpoints" / "last.ckpt")
@@ -136,11 +135,9 @@ def test_two_process_ddp_shards_training_and_validation_correctly(tiny_dataset, 
     # the same weights validated in one process give the same metrics
     assert ranks[0]["metrics"] == ranks[1]["metrics"]
     single = load_recipe(recipe_file, ["trainer.devices=1", "trainer.strategy=auto"])
-    module = SegmentationModule.load_from_checkpoint(
-        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
-    )
+    module, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    (metrics,) = trainer.validate(module, datamodule=SliceDataModule(single, load_registry()))
+    (metrics,) = trainer.validate(module, datamodule=SliceDataModule(assemble(single)))
     assert metrics["val_dice"] == pytest.approx(ranks[0]["metrics"]["val_dice"], abs=1e-12)
     assert metrics["val_loss"] == pytest.approx(ranks[0]["metrics"]["val_loss"], rel=1e-5)
     assert not np.isnan(metrics["val_loss"])

@@ -17,8 +17,8 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import Callback
 
+from lungseg.build import assemble
 from lungseg.errors import CheckpointError, OutputError, RecipeError
-from lungseg.module import SegmentationModule
 from lungseg.recipe import Recipe, recipe_from_dict
 from lungseg.train import launch_rank, train
 from lungseg.trainer_config import build_trainer
@@ -53,7 +53,7 @@ def test_bad_trainer_values_name_the_key(tiny_dataset, tmp_path, trainer, sectio
 @pytest.mark.parametrize("name", ["cosine", "plateau"])
 def test_schedulers_from_the_recipe(tiny_dataset, tmp_path, name):
     recipe = _recipe(tiny_dataset, tmp_path, optimizer={"scheduler": name, "min_lr": 1e-5})
-    config = SegmentationModule(recipe.to_dict()).configure_optimizers()
+    config = assemble(recipe).module().configure_optimizers()
     scheduler = config["lr_scheduler"]["scheduler"]
     if name == "cosine":
         assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
@@ -65,7 +65,7 @@ def test_schedulers_from_the_recipe(tiny_dataset, tmp_path, name):
 
 def test_compile_is_wired_and_keeps_checkpoint_keys(tiny_dataset, tmp_path):
     recipe = _recipe(tiny_dataset, tmp_path, {"compile": True})
-    module = SegmentationModule(recipe.to_dict())
+    module = assemble(recipe).module()
     keys = list(module.state_dict())
     module.on_fit_start()
     assert isinstance(module.__dict__["_compiled"], torch._dynamo.eval_frame.OptimizedModule)
@@ -287,7 +287,8 @@ def test_resume_from_weights_of_another_net_is_one_clear_error(tiny_trained, tmp
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     other = recipe.to_dict()
     other["model"]["features"] = [8, 16]
-    ckpt["state_dict"] = SegmentationModule(other).state_dict()  # the stored recipe says [4, 8]
+    # the stored recipe says [4, 8]
+    ckpt["state_dict"] = assemble(recipe_from_dict(other)).module().state_dict()
     torch.save(ckpt, last)
     with pytest.raises(CheckpointError) as err:
         train(recipe, resume=True)
