@@ -11,15 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 moto_server = pytest.importorskip("moto.server")
-pytest.importorskip("s3fs")
+s3fs = pytest.importorskip("s3fs")
 boto3 = pytest.importorskip("boto3")
 
 from lungseg.data import SliceDataset  # noqa: E402
+from lungseg.evaluate import evaluate  # noqa: E402
 from lungseg.preprocess import run_preprocess  # noqa: E402
-from lungseg.recipe import recipe_from_dict  # noqa: E402
+from lungseg.recipe import load_recipe, recipe_from_dict  # noqa: E402
 from lungseg.report import read_epoch_log  # noqa: E402
 from lungseg.store import SliceStore  # noqa: E402
 from lungseg.train import train  # noqa: E402
@@ -143,3 +145,36 @@ def test_loader_workers_read_the_bucket(s3_options):
     dataset = SliceDataset(SliceStore(url, s3_options), ["lung_001"])  # the parent reads first
     got = torch.cat([m for _, m in DataLoader(dataset, batch_size=2, num_workers=2)])
     np.testing.assert_array_equal(got[:, 0].numpy(), mask)
+
+
+def test_credentials_in_a_recipe_are_never_written(s3_options, tiny_dataset, tmp_path):
+    secrets = {"key": "AKIA-LUNGSEG-KEY-7f3a", "secret": "lungseg-secret-9c1e"}
+    token = "lungseg-session-token-42b8"
+    options = {**s3_options, **secrets}
+    options["client_kwargs"] = {**options["client_kwargs"], "aws_session_token": token}
+    raw = tiny_recipe_dict(tiny_dataset, tmp_path)
+    raw["store"] = {"path": f"s3://{BUCKET}/secrets.zarr", "storage_options": options}
+    raw["trainer"] = {**raw["trainer"], "max_epochs": 1}
+    path = tmp_path / "with-secrets.yaml"  # the user's own file: it holds them, as written
+    path.write_text(yaml.safe_dump(raw))
+    recipe = load_recipe(path)
+    run_preprocess(recipe, workers=1, progress=False)
+    result = train(recipe)
+    evaluate(recipe, result.best, figures=False)
+
+    run = Path(recipe.output)
+    written = [p for p in run.rglob("*") if p.is_file()]
+    assert {"recipe.yaml", "best.ckpt", "last.ckpt", "metrics.json", "metrics.csv"} <= {
+        p.name for p in written
+    }
+    s3 = s3fs.S3FileSystem(**s3_options)
+    objects = [k for k in s3.find(f"{BUCKET}/secrets.zarr") if k.endswith("zarr.json")]
+    blobs = [(str(p), p.read_bytes()) for p in written] + [(k, s3.cat(k)) for k in objects]
+    for value in (*secrets.values(), token):
+        leaks = [name for name, blob in blobs if value.encode() in blob]
+        assert not leaks, f"{value} written to {leaks}"
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())["store"]["storage_options"]
+    assert saved == {
+        "endpoint_url": s3_options["endpoint_url"],
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
