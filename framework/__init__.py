@@ -1,7 +1,9 @@
 """lungseg: lung-tumour segmentation from chest CT, built from plugins.
 
-The public surface for plugin authors is :data:`hookimpl` and the registry passed to
-each hook (see :mod:`lungseg.hookspecs`).
+Plugin authors use :data:`hookimpl`, the errors below and :mod:`lungseg.api` (helpers for
+each kind of component); the contract is in :mod:`lungseg.hookspecs` and
+:mod:`lungseg.testing` checks it. Everything else in the package is internal. Importing
+``lungseg`` imports neither torch nor the plugins.
 """
 
 from __future__ import annotations

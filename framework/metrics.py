@@ -1,15 +1,22 @@
-"""Overlap counting, connected components and surface distances for the metric plugins."""
+"""Overlap counting, connected components and surface distances for the metric plugins.
+
+Plugins reach these through :mod:`lungseg.api`. SciPy is imported on first use, so importing
+this module (and registering a plugin that uses it) stays cheap.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 import numpy as np
-from scipy import ndimage
 
 
 class Metric(Protocol):
-    """A metric plugin: ``metric(pred, truth, spacing) -> float`` on boolean 3D arrays."""
+    """A metric plugin: ``metric(pred, truth, spacing) -> float`` on boolean 3D arrays.
+
+    The value is a float (Python or NumPy), ``nan`` where the metric is undefined (Dice of
+    two empty masks; evaluation leaves ``nan`` out of means), never ``None``.
+    """
 
     def __call__(
         self, pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]
@@ -41,6 +48,8 @@ FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """Connected components (26-connected) of a boolean 3D mask: ``(labels, count)``."""
+    from scipy import ndimage
+
     labels, count = ndimage.label(np.asarray(mask, dtype=bool), structure=FULL_CONNECTIVITY)
     return labels, int(count)
 
@@ -73,6 +82,8 @@ def surface_distances(
     Returns:
         ``(d_ab, d_ba)``: 1D float arrays, one distance per surface voxel of ``a`` and of ``b``.
     """
+    from scipy import ndimage
+
     a, b = _crop_to_union(np.asarray(a, dtype=bool), np.asarray(b, dtype=bool))
     surf_a = a & ~ndimage.binary_erosion(a)
     surf_b = b & ~ndimage.binary_erosion(b)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
+from lungseg.api import surface_distances
 from lungseg.manager import load_registry
-from lungseg.metrics import surface_distances
 
 SPACING = (0.7, 0.8, 2.5)
 

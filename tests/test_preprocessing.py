@@ -259,3 +259,66 @@ def test_lung_crop_keeps_the_preprocessor_contract():
     image, label, affine = make_case(2, size=32, slices=48, abdomen_slices=12)
     probe = Volume(image.astype(np.float32), label, affine, "synthetic chest")
     testing.check_preprocessor(LungCrop(), volume=probe, min_dice=1.0)
+
+
+# ----------------------------------------------------------------------------- crop contract
+
+
+def test_crop_slices_returns_the_contract_keys_and_a_view():
+    from lungseg.api import CROP_KEYS, crop_slices, is_crop, uncrop_slices
+
+    volume = _volume((6, 5, 20))
+    out, info = crop_slices(volume, 4, 15)
+    assert info == {"start": 4, "stop": 15, "depth": 20} and tuple(info) == CROP_KEYS
+    assert is_crop(info) and not is_crop({"start": 4, "stop": 15})
+    assert np.shares_memory(out.image, volume.image)
+    assert out.affine[2, 3] == pytest.approx(volume.affine[2, 3] + 4 * volume.affine[2, 2])
+    back = uncrop_slices(out.mask, info)
+    np.testing.assert_array_equal(back[:, :, 4:15], volume.mask[:, :, 4:15])
+    assert not back[:, :, :4].any() and not back[:, :, 15:].any()
+
+
+@pytest.mark.parametrize(("start", "stop"), [(-1, 5), (5, 5), (3, 21)])
+def test_crop_slices_refuses_a_range_outside_the_volume(start, stop):
+    from lungseg.api import crop_slices
+
+    with pytest.raises(ValueError, match=f"crop {start}:{stop} does not lie within the 20"):
+        crop_slices(_volume((6, 5, 20)), start, stop)
+
+
+def test_kept_slices_follow_crops_on_the_canonical_grid():
+    trace = [
+        {"step": "canonical", "ornt": [], "shape": [6, 5, 40]},
+        {"step": "skip-slices", "start": 10, "stop": 40, "depth": 40},
+        {"step": "lung-crop", "start": 2, "stop": 25, "depth": 30, "lung": [3, 24]},
+        {"step": "resize", "in_plane": [6, 5]},
+    ]
+    assert Chain.canonical_depth(trace, 23) == 40
+    assert Chain.kept_slices(trace, 40) == list(range(12, 35))
+    assert Chain.canonical_depth(trace[:1], 40) == 40  # no crop: the chain's output
+    broken = [*trace[:2], {**trace[2], "depth": 31}]
+    with pytest.raises(DataError, match="'lung-crop' recorded depth=31 but received 30"):
+        Chain.kept_slices(broken, 40)
+
+
+# ----------------------------------------------------------------------------- lung finder
+
+
+def test_the_lung_finder_keeps_air_inside_the_body_slice_by_slice():
+    from lungseg.api import air_inside_body
+
+    image = np.full((12, 12, 3), -1000.0, dtype=np.float32)  # air around the patient
+    image[2:10, 2:10] = 40.0  # the body
+    image[3:6, 3:9, :2] = -850.0  # a lung, slices 0-1
+    image[3:6, 5, 0] = 40.0  # a vessel across it splits slice 0's lung in two
+    image[2:10, 9:12, 2] = -850.0  # slice 2: lung-density air reaching the border
+    found = air_inside_body(image, -400.0)
+    assert found.dtype == bool and found.shape == image.shape
+    expected = (image < -400.0) & False
+    expected[3:6, 3:9, :2] = True
+    expected[3:6, 5, 0] = False
+    np.testing.assert_array_equal(found, expected)
+    for k in range(3):  # a slice alone gives the same answer (connectivity is in-plane)
+        np.testing.assert_array_equal(air_inside_body(image[:, :, k], -400.0), found[:, :, k])
+    with pytest.raises(ValueError, match="expected an"):
+        air_inside_body(image[0, 0], -400.0)
