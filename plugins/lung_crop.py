@@ -5,13 +5,14 @@ the same level; ``lung-crop`` looks at each scan and keeps the slices from the l
 the apices (plus a margin in millimetres), so scans of any extent (abdomen included or not,
 neck included or not) reach the model covering the same anatomy. docs/store.md compares them.
 
-Lung is found as air-density tissue inside the body: voxels below ``threshold`` HU that are
-not connected, within their slice, to the image border (that air is outside the patient).
-Of their 3D components, those that are mostly gas (median below ``gas_below`` HU: bowel gas,
-the stomach bubble, the trachea, all near -1000) are dropped; lung parenchyma is -700 to
--900. The largest remaining component and every one at least ``min_component`` of its size
-(the other lung) are the lungs. The search runs on a grid thinned to about 128 voxels across,
-so it costs a few hundredths of the time of reading the scan.
+Lung is found as air-density tissue inside the body (:func:`lungseg.api.air_inside_body`):
+voxels below ``threshold`` HU not connected, within their slice, to the image border (that
+air is outside the patient). Of their 3D components, those that are mostly gas (median below
+``gas_below`` HU: bowel gas, the stomach bubble, the trachea, all near -1000) are dropped;
+lung parenchyma is -700 to -900. The largest remaining component and every one at least
+``min_component`` of its size (the other lung) are the lungs. The search runs on a grid
+thinned to about 128 voxels across, so it costs a few hundredths of the time of reading the
+scan.
 """
 
 from __future__ import annotations
@@ -20,14 +21,9 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from lungseg import DataError, hookimpl
-from lungseg.plugins.preprocessing import crop_slices, uncrop_slices
-from lungseg.volume import Volume
-
-_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
-_IN_PLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)  # 4-connected, one slice
+from lungseg.api import Volume, air_inside_body, crop_slices, uncrop_slices
 
 
 class LungCrop:
@@ -88,8 +84,8 @@ class LungCrop:
                 f"than min_slices={self.min_slices}; is this a partial scan? Lower "
                 "`min_slices` to keep it"
             )
-        info = {"start": start, "stop": stop, "depth": depth, "lung": list(extent)}
-        return crop_slices(volume, start, stop), info
+        cropped, info = crop_slices(volume, start, stop)  # info: start, stop, depth
+        return cropped, {**info, "lung": list(extent)}
 
     def invert(self, array: np.ndarray, info: dict[str, Any], *, is_label: bool) -> np.ndarray:
         return uncrop_slices(array, info)
@@ -103,20 +99,17 @@ def lung_extent(
 ) -> tuple[int, int] | None:
     """The slices ``[first, last + 1)`` holding lung in an ``(X, Y, Z)`` HU volume.
 
+    Air inside the body is :func:`lungseg.api.air_inside_body`; of its 3D components, the
+    mostly-gas ones are dropped and the largest and those near its size are the lungs.
+
     Returns:
         ``(start, stop)`` on the slice axis, or ``None`` when no lung-like region exists.
     """
+    from scipy import ndimage
+
     step = max(1, round(min(image.shape[:2]) / 128))
     thin = image[::step, ::step, :]  # thinned in-plane only: every slice counts
-    air = thin < threshold
-    outside, _ = ndimage.label(air, structure=_IN_PLANE)
-    border = np.unique(
-        np.concatenate(
-            [outside[0].ravel(), outside[-1].ravel(), outside[:, 0].ravel(), outside[:, -1].ravel()]
-        )
-    )
-    inside = air & ~np.isin(outside, border[border > 0])
-    del outside, air
+    inside = air_inside_body(thin, threshold)
     labels, count = ndimage.label(inside)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     gas = np.bincount(labels[inside & (thin < gas_below)], minlength=count + 1)[1:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from lungseg import hookimpl
-from lungseg.metrics import components, dice_from_counts, overlap, surface_distances
+from lungseg.api import components, dice_from_counts, overlap, surface_distances
 
 Spacing = tuple[float, ...]
 
@@ -58,7 +58,7 @@ def recall():
 def hd95():
     """HD95 (mm): max of the 95th-percentile surface distances P->T, T->P; nan if P or T empty.
 
-    Surfaces and distances as in :func:`lungseg.metrics.surface_distances` (spacing in mm).
+    Surfaces and distances as in :func:`lungseg.api.surface_distances` (spacing in mm).
     """
 
     def metric(pred: np.ndarray, truth: np.ndarray, spacing: Spacing = ()) -> float:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
 from lungseg import hookimpl
-from lungseg.metrics import components
+from lungseg.api import air_inside_body, components
 
 Spacing = tuple[float, ...]
 
@@ -52,15 +51,14 @@ def largest_components(count: int = 1):
 
 
 def lung_mask_slice(image: np.ndarray, air_hu: float) -> np.ndarray:
-    """Lungs in one axial slice ``(X, Y)``: air not connected to the slice border, holes filled.
+    """Lungs in one axial slice ``(X, Y)``: air inside the body, holes filled.
 
-    Air below ``air_hu`` that touches the border is outside the body; what is left is lung
-    (and gas in the bowel), and filling its holes takes in the nodules and vessels inside.
+    :func:`lungseg.api.air_inside_body` leaves lung (and gas in the bowel); filling its holes
+    takes in the nodules and vessels inside.
     """
-    labels, _ = ndimage.label(image < air_hu)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    inside = (labels > 0) & ~np.isin(labels, border)
-    return ndimage.binary_fill_holes(inside)
+    from scipy import ndimage
+
+    return ndimage.binary_fill_holes(air_inside_body(image, air_hu))
 
 
 def inside_lungs(air_hu: float = -400.0, margin_mm: float = 5.0):
@@ -70,6 +68,7 @@ def inside_lungs(air_hu: float = -400.0, margin_mm: float = 5.0):
     """
     if margin_mm < 0:
         raise ValueError(f"`margin_mm` must be >= 0, got {margin_mm!r}")
+    from scipy import ndimage
 
     def post(mask: np.ndarray, image: np.ndarray, spacing: Spacing) -> np.ndarray:
         labels, _ = components(mask)

@@ -15,7 +15,7 @@ import numpy as np
 from nibabel import orientations as ornt
 
 from lungseg import DataError, hookimpl
-from lungseg.volume import Volume
+from lungseg.api import Volume, crop_slices, uncrop_slices
 
 _RAS = ornt.axcodes2ornt("RAS")
 
@@ -63,35 +63,10 @@ class SkipSlices:
                 f"{volume.source}: has {depth} slices but skip-slices drops the first "
                 f"{self.count}; lower `count` or use the lung-extent crop"
             )
-        return crop_slices(volume, self.count, depth), {
-            "start": self.count,
-            "stop": depth,
-            "depth": depth,
-        }
+        return crop_slices(volume, self.count, depth)  # info: start, stop, depth
 
     def invert(self, array: np.ndarray, info: dict[str, Any], *, is_label: bool) -> np.ndarray:
         return uncrop_slices(array, info)
-
-
-def crop_slices(volume: Volume, start: int, stop: int) -> Volume:
-    """Keep axial slices ``start:stop`` (a view) and shift the affine to match.
-
-    A crop step's info must hold ``start``, ``stop`` and ``depth`` (the input's slice count):
-    :meth:`lungseg.preprocessing.Chain.kept_slices` and :func:`uncrop_slices` read them.
-    """
-    shift = np.eye(4)
-    shift[2, 3] = start
-    mask = None if volume.mask is None else volume.mask[:, :, start:stop]
-    return Volume(
-        volume.image[:, :, start:stop], mask, volume.affine @ shift, volume.source, volume.owned
-    )
-
-
-def uncrop_slices(array: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-    """Put ``array`` back at slices ``info["start"]:info["stop"]`` of a zero volume."""
-    out = np.zeros((*array.shape[:2], info["depth"]), dtype=array.dtype)
-    out[:, :, info["start"] : info["stop"]] = array
-    return out
 
 
 class Normalize:
@@ -198,4 +173,4 @@ def lungseg_add_preprocessors(registry) -> None:
     registry.add("resize", Resize)
 
 
-__all__ = ["Canonical", "Normalize", "Resize", "SkipSlices", "crop_slices", "uncrop_slices"]
+__all__ = ["Canonical", "Normalize", "Resize", "SkipSlices"]

@@ -1,16 +1,22 @@
-"""Default samplers: ``tumor-weighted`` (the seed's oversampling) and ``uniform``."""
+"""Default samplers: ``tumor-weighted`` (the seed's oversampling) and ``uniform``.
+
+Both build :class:`lungseg.api.DistributedWeightedSampler`, a torch ``Sampler``; torch is
+imported when a sampler is built for training, not when this plugin is registered.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch.utils.data import Sampler
 
-from lungseg import hookimpl
-from lungseg.sampling import DistributedWeightedSampler, class_balanced_weights
+from lungseg import api, hookimpl
 
-SamplerBuilder = Callable[..., Sampler]
+if TYPE_CHECKING:
+    from torch.utils.data import Sampler
+
+    SamplerBuilder = Callable[..., Sampler]
 
 
 def tumor_weighted(num_samples: int | None = None, replacement: bool = True) -> SamplerBuilder:
@@ -24,8 +30,8 @@ def tumor_weighted(num_samples: int | None = None, replacement: bool = True) -> 
         raise ValueError(f"`num_samples` must be >= 1, got {num_samples}")
 
     def build(labels: np.ndarray, *, num_replicas: int = 1, rank: int = 0, seed: int = 0):
-        return DistributedWeightedSampler(
-            class_balanced_weights(labels), num_samples, replacement, num_replicas, rank, seed
+        return api.DistributedWeightedSampler(
+            api.class_balanced_weights(labels), num_samples, replacement, num_replicas, rank, seed
         )
 
     return build
@@ -39,7 +45,7 @@ def uniform(num_samples: int | None = None) -> SamplerBuilder:
     def build(labels: np.ndarray, *, num_replicas: int = 1, rank: int = 0, seed: int = 0):
         weights = np.ones(len(labels))
         replacement = num_samples is not None and num_samples > len(labels)
-        return DistributedWeightedSampler(
+        return api.DistributedWeightedSampler(
             weights, num_samples, replacement, num_replicas, rank, seed
         )
 

@@ -1,32 +1,25 @@
-"""The seed's UNet: DoubleConv blocks, max-pool encoder, transposed-conv decoder, skips."""
+"""The ``unet`` model plugin: the seed's UNet (:mod:`lungseg.plugins._unet`).
+
+Registering it imports no torch: the factory imports the network's module when a recipe
+builds the model. ``UNet`` and ``DoubleConv`` are still importable from here (on first use).
+"""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from lungseg import hookimpl
 
-
-class DoubleConv(nn.Module):
-    """(3x3 conv -> [batch norm] -> ReLU) twice; spatial size unchanged."""
-
-    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool = True) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        for c_in in (in_channels, out_channels):
-            layers.append(nn.Conv2d(c_in, out_channels, 3, padding=1, bias=not batch_norm))
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(out_channels))
-            layers.append(nn.ReLU(inplace=True))
-        self.block = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+if TYPE_CHECKING:
+    from lungseg.plugins._unet import UNet
 
 
-class UNet(nn.Module):
+def unet(
+    in_channels: int = 1,
+    out_channels: int = 1,
+    features: list[int] | tuple[int, ...] = (64, 128, 256, 512),
+    batch_norm: bool = True,
+) -> UNet:
     """UNet for binary segmentation.
 
     Args:
@@ -34,57 +27,20 @@ class UNet(nn.Module):
         out_channels: output logits per pixel (1 for tumour vs background).
         features: widths of the encoder levels; the bottleneck has twice the last.
         batch_norm: batch normalisation in every DoubleConv.
-
-    Shapes:
-        ``(N, in_channels, H, W)`` -> ``(N, out_channels, H, W)`` logits, any ``H, W``
-        (odd sizes are handled by resizing skips).
     """
+    from lungseg.plugins._unet import UNet
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        out_channels: int = 1,
-        features: list[int] | tuple[int, ...] = (64, 128, 256, 512),
-        batch_norm: bool = True,
-    ) -> None:
-        super().__init__()
-        features = list(features)
-        if not features or any(not isinstance(f, int) or f < 1 for f in features):
-            raise ValueError(
-                f"`features` must be a non-empty list of positive ints, got {features}"
-            )
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(
-                f"`in_channels` and `out_channels` must be >= 1, got {in_channels}, {out_channels}"
-            )
-        self.downs = nn.ModuleList()
-        channels = in_channels
-        for width in features:
-            self.downs.append(DoubleConv(channels, width, batch_norm))
-            channels = width
-        self.bottleneck = DoubleConv(features[-1], features[-1] * 2, batch_norm)
-        self.ups = nn.ModuleList()
-        self.up_convs = nn.ModuleList()
-        for width in reversed(features):
-            self.ups.append(nn.ConvTranspose2d(width * 2, width, kernel_size=2, stride=2))
-            self.up_convs.append(DoubleConv(width * 2, width, batch_norm))
-        self.head = nn.Conv2d(features[0], out_channels, kernel_size=1)
+    return UNet(in_channels, out_channels, features, batch_norm)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for down in self.downs:
-            x = down(x)
-            skips.append(x)
-            x = F.max_pool2d(x, 2)
-        x = self.bottleneck(x)
-        for up, conv, skip in zip(self.ups, self.up_convs, reversed(skips), strict=True):
-            x = up(x)
-            if x.shape[-2:] != skip.shape[-2:]:
-                x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
-            x = conv(torch.cat([skip, x], dim=1))
-        return self.head(x)
+
+def __getattr__(name: str) -> Any:
+    if name in ("UNet", "DoubleConv"):
+        from lungseg.plugins import _unet
+
+        return getattr(_unet, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @hookimpl
 def lungseg_add_models(registry) -> None:
-    registry.add("unet", UNet)
+    registry.add("unet", unet)
