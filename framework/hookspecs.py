@@ -10,6 +10,36 @@ advertised in the ``lungseg`` entry-point group of its distribution::
 
     [project.entry-points.lungseg]
     my_plugin = "my_package.lungseg_plugin"
+
+The rules every plugin keeps, lungseg's default ones included (:mod:`lungseg.testing`
+checks each of them):
+
+**Imports.** From lungseg a plugin imports only ``lungseg`` (:data:`~lungseg.hookimpl` and
+the errors) and :mod:`lungseg.api` (volumes, the step protocol, crop helpers, the lung
+finder, metric and sampler helpers); every other module is internal and may change. A
+plugin's own private modules (``_name``) are its own. Checked by
+:func:`lungseg.testing.check_plugin_module`.
+
+**Registration is light.** Every ``lungseg`` command but ``--help`` imports every plugin
+and runs its hooks, so neither may import heavy dependencies (torch, torchvision, a model
+zoo): ``lungseg preprocess`` and ``lungseg plugins`` import no torch. A factory imports
+what it needs when it is called, in its body or from a module imported there; its
+signature, read by ``lungseg plugins`` and by recipe checks, must not need them. Also
+checked by :func:`lungseg.testing.check_plugin_module` (it registers the plugin alone in a
+fresh interpreter and looks at ``sys.modules``).
+
+**Crop steps record where they cut.** A preprocessing step that keeps only some of its
+input's axial slices is a crop: its ``info`` holds ``start`` and ``stop`` (it kept input
+slices ``start:stop``, ints, ``0 <= start < stop <= depth``) and ``depth`` (its input's slice
+count), as :func:`lungseg.api.crop_slices` returns them. lungseg reads them to know which
+scan slices the store holds (:meth:`lungseg.preprocessing.Chain.kept_slices`). Every other
+step keeps the slice count (a reorientation before any crop aside), and no other step uses
+these keys. Checked by :func:`lungseg.testing.check_preprocessor`.
+
+**Metrics return floats.** ``metric(pred, truth, spacing)`` returns a float (Python or
+NumPy), never ``None``: ``nan`` where the metric is undefined (evaluation leaves it out of
+means), ``inf`` only for an unbounded distance, and its docstring's first line states the
+value for empty masks. Checked by :func:`lungseg.testing.check_metric`.
 """
 
 from __future__ import annotations
@@ -28,11 +58,12 @@ def lungseg_add_preprocessors(registry: KindRegistry) -> None:
 
     Args:
         registry: the preprocessor registry. Each factory returns a
-            :class:`lungseg.preprocessing.Step`: ``apply(volume) -> (volume, info)`` maps a
-            :class:`lungseg.volume.Volume` forward (image ``(X, Y, Z)`` float32, mask uint8
+            :class:`lungseg.api.Step`: ``apply(volume) -> (volume, info)`` maps a
+            :class:`lungseg.api.Volume` forward (image ``(X, Y, Z)`` float32, mask uint8
             or ``None``, slice axis last) and returns, as JSON-ready ``info``, what
             ``invert(array, info, is_label=...)`` needs to map a prediction back to the
-            step's input grid.
+            step's input grid. A crop step's ``info`` holds ``start``, ``stop`` and
+            ``depth`` (see above).
     """
 
 
@@ -78,9 +109,9 @@ def lungseg_add_metrics(registry: KindRegistry) -> None:
 
     Args:
         registry: the metric registry. Each factory returns a
-            :class:`lungseg.metrics.Metric`: ``metric(pred, truth, spacing) -> float`` on
+            :class:`lungseg.api.Metric`: ``metric(pred, truth, spacing) -> float`` on
             boolean 3D arrays in a case's own geometry (``spacing`` in mm per axis), with
-            a documented value for empty masks (``nan`` where undefined).
+            a documented value for empty masks (``nan`` where undefined; see above).
     """
 
 

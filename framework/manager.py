@@ -31,14 +31,19 @@ def _autoload_disabled() -> bool:
     return os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def get_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> tuple[pluggy.PluginManager, dict]:
+def get_plugin_manager(
+    extra_plugins: tuple[object, ...] = (), *, entry_points: bool = True
+) -> tuple[pluggy.PluginManager, dict]:
     """Create a plugin manager with every plugin of the ``lungseg`` entry-point group.
 
     A plugin that fails to import or to register (a bad hook name or signature) is left
-    out and reported instead of breaking the others.
+    out and reported instead of breaking the others. Importing a plugin is cheap by contract
+    (:mod:`lungseg.hookspecs`): its heavy dependencies load when a factory is called.
 
     Args:
         extra_plugins: plugin objects registered directly (tests, notebooks).
+        entry_points: also load the entry-point group (``False``: only ``extra_plugins``,
+            as :func:`lungseg.testing.check_plugin_module` registers one plugin alone).
 
     Returns:
         The manager and a mapping of broken plugin names to the reason.
@@ -47,7 +52,8 @@ def get_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> tuple[pluggy.P
     pm.add_hookspecs(hookspecs)
     broken: dict[str, str] = {}
     disabled = _autoload_disabled()
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    found = metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points else ()
+    for ep in found:
         dist = ep.dist.name if ep.dist is not None else "?"
         if disabled and dist != DEFAULT_DISTRIBUTION:
             continue
@@ -75,13 +81,17 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, broken: dict)
         broken[name] = f"invalid hook: {exc}"
 
 
-def load_registry(extra_plugins: tuple[object, ...] = ()) -> Registry:
+def load_registry(extra_plugins: tuple[object, ...] = (), *, entry_points: bool = True) -> Registry:
     """Ask every plugin to add its factories and return the filled registry.
+
+    Args:
+        extra_plugins: plugin objects registered directly (tests, notebooks).
+        entry_points: also load the plugins of the ``lungseg`` entry-point group.
 
     Raises:
         PluginError: two plugins registered the same name for one kind.
     """
-    pm, broken = get_plugin_manager(extra_plugins)
+    pm, broken = get_plugin_manager(extra_plugins, entry_points=entry_points)
     registry = Registry()
     registry.broken.update(broken)
     for kind in KINDS:

@@ -11,22 +11,34 @@ package is held to the same contract as lungseg's default plugins::
 Each ``check_*`` function raises :class:`AssertionError` with a one-line reason on the
 first broken rule and returns ``None`` otherwise. They need neither pytest nor the network,
 and run in seconds on a CPU with the default tiny sizes. :func:`check_registered` builds a
-component by its registered name first, which also proves that the entry point works.
+component by its registered name first, which also proves that the entry point works, and
+:func:`check_plugin_module` checks a plugin module's imports and that registering it is
+light. torch is imported only by the checks that need it (models, losses).
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
+from lungseg.preprocessing import CROP_KEYS
 from lungseg.volume import Volume
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def _fail(message: str) -> None:
@@ -40,6 +52,8 @@ def _block(shape: tuple[int, ...], lo: tuple[int, ...], hi: tuple[int, ...]) -> 
 
 
 def _images(n: int, h: int, w: int, in_channels: int, seed: int) -> tuple[torch.Tensor, ...]:
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     image = torch.randn(n, in_channels, h, w, generator=gen)
     target = torch.zeros(n, 1, h, w)
@@ -72,6 +86,9 @@ def check_model(
         steps: optimisation steps before the logits check.
         seed: seeds the weights and the inputs.
     """
+    import torch
+    from torch import nn
+
     torch.manual_seed(seed)
     model = build()
     if not isinstance(model, nn.Module):
@@ -124,6 +141,8 @@ def check_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], seed:
         loss: what the loss factory returned.
         seed: seeds the random logits.
     """
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     target = torch.from_numpy(_block((2, 1, 16, 16), (0, 0, 3, 4), (2, 1, 9, 12))).float()
     random = torch.randn(target.shape, generator=gen)
@@ -179,17 +198,27 @@ def check_metric(
         "disjoint masks": (_block(shape, (7, 6, 5), (11, 9, 8)).astype(bool), worst),
     }
     for label, (pred, expected) in cases.items():
-        value = metric(pred, truth, spacing)
-        if not isinstance(value, (float, int, np.floating, np.integer)):
-            _fail(f"the metric must return a float, got {type(value).__name__} for {label}")
+        value = _metric_value(metric, pred, truth, spacing, label)
         if not math.isclose(float(value), expected, rel_tol=1e-6, abs_tol=1e-9):
             _fail(f"{label} must give {expected}, got {value}")
-    value = float(metric(np.zeros(shape, bool), np.zeros(shape, bool), spacing))
+    value = _metric_value(metric, np.zeros(shape, bool), np.zeros(shape, bool), spacing, "empty")
     if not (math.isnan(empty) and math.isnan(value)) and value != empty:
         _fail(f"empty prediction and empty truth must give the documented {empty}, got {value}")
-    partial = float(metric(_block(shape, (3, 2, 2), (7, 6, 5)).astype(bool), truth, spacing))
+    pred = _block(shape, (3, 2, 2), (7, 6, 5)).astype(bool)
+    partial = _metric_value(metric, pred, truth, spacing, "partial overlap")
     if not min(best, worst) < partial < max(best, worst):
         _fail(f"a partial overlap must score strictly between {worst} and {best}, got {partial}")
+
+
+def _metric_value(metric: Callable[..., Any], pred, truth, spacing, label: str) -> float:
+    """The metric's value, which must be a float (Python or NumPy; ``nan`` where undefined)."""
+    value = metric(pred, truth, spacing)
+    if isinstance(value, bool) or not isinstance(value, (float, np.floating)):
+        _fail(
+            f"the metric must return a float (nan where undefined), got "
+            f"{type(value).__name__} {value!r} for {label} masks"
+        )
+    return float(value)
 
 
 def _draw(build: Callable[..., Any], labels: np.ndarray, world: int, rank: int, epoch: int = 0):
@@ -278,6 +307,7 @@ def check_preprocessor(step: Any, volume: Volume | None = None, min_dice: float 
         info = json.loads(json.dumps(info))
     except (TypeError, ValueError) as exc:
         _fail(f"the info apply returns must be JSON-serialisable: {exc}")
+    _check_crop_info(info, volume.image.shape, out.image.shape)
     unlabelled, _ = step.apply(Volume(volume.image, None, volume.affine, volume.source))
     if unlabelled.mask is not None or unlabelled.image.shape != out.image.shape:
         _fail("apply on a volume without mask must give the same grid and no mask")
@@ -293,6 +323,29 @@ def check_preprocessor(step: Any, volume: Volume | None = None, min_dice: float 
     dice = 2.0 * np.count_nonzero(pred & truth) / total if total else 0.0
     if dice < min_dice:
         _fail(f"invert(apply(mask)) overlaps the input mask with Dice {dice:.3f} < {min_dice}")
+
+
+def _check_crop_info(info: dict, before: tuple[int, ...], after: tuple[int, ...]) -> None:
+    """A step that keeps some slices records ``start``, ``stop``, ``depth``; others none of them."""
+    present = [key for key in CROP_KEYS if key in info]
+    reoriented = sorted(before) == sorted(after)  # a reorientation may swap the slice axis
+    if not present and (before[2] == after[2] or reoriented):
+        return
+    if len(present) != len(CROP_KEYS):
+        _fail(
+            f"the step turned {before[2]} slices into {after[2]}: a crop's info must hold "
+            f"{', '.join(CROP_KEYS)} (lungseg.api.crop_slices returns them), it holds {present}"
+        )
+    start, stop, depth = (info[key] for key in CROP_KEYS)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, stop, depth)):
+        _fail(f"a crop's start, stop and depth must be ints, got {start!r}, {stop!r}, {depth!r}")
+    if depth != before[2]:
+        _fail(f"a crop's depth must be its input's slice count {before[2]}, got {depth}")
+    if not 0 <= start < stop <= depth or stop - start != after[2]:
+        _fail(
+            f"a crop's start:stop = {start}:{stop} must lie in [0, {depth}] and span the "
+            f"{after[2]} slices it returns"
+        )
 
 
 def check_postprocessor(post: Callable[..., np.ndarray], volume: Volume | None = None) -> None:
@@ -319,6 +372,121 @@ def check_postprocessor(post: Callable[..., np.ndarray], volume: Volume | None =
         _fail("post must give the same mask for the same input")
     if np.asarray(post(np.zeros_like(mask), image, spacing)).any():
         _fail("post must keep an empty mask empty")
+
+
+#: What registering a plugin must not import (see :func:`check_plugin_module`).
+HEAVY_MODULES = ("torch", "torchvision", "pytorch_lightning", "lightning")
+
+_REGISTER_ALONE = """
+import importlib, json, sys
+from lungseg.manager import load_registry
+from lungseg.registry import KINDS
+registry = load_registry((importlib.import_module(sys.argv[1]),), entry_points=False)
+entries = [f"{k} {e.name}({e.signature()})" for k in KINDS for e in registry.entries(k)]
+print(json.dumps({"entries": entries, "broken": registry.broken, "modules": sorted(sys.modules)}))
+"""
+
+
+def check_plugin_module(
+    module: str, *, heavy: tuple[str, ...] = HEAVY_MODULES, timeout: float = 120.0
+) -> None:
+    """Check a plugin module: only lungseg's public API imported, and a light registration.
+
+    Reads the source of ``module`` and of the private modules of its own package it imports
+    (without running them): an import of a lungseg module other than ``lungseg`` and
+    ``lungseg.api``, or of a name they do not export, fails. Then, in a fresh interpreter
+    with this one's ``sys.path``, imports ``module`` alone, runs its hooks into an empty
+    registry and reads every factory's signature (what ``lungseg plugins`` does): it must
+    register something, break nothing, and have imported none of ``heavy``.
+
+    Args:
+        module: the plugin's import name, as in its entry point (``my_package.plugin``).
+        heavy: top-level packages registration must not import.
+        timeout: seconds for the fresh interpreter.
+    """
+    _check_imports(module, set(), None)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(
+        [sys.executable, "-c", _REGISTER_ALONE, module],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if done.returncode != 0:
+        _fail(f"registering {module} alone failed: {done.stderr.strip().splitlines()[-1:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if report["broken"]:
+        _fail(f"registering {module} broke it: {report['broken']}")
+    if not report["entries"]:
+        _fail(f"{module} registered no component")
+    loaded = sorted({m.split(".")[0] for m in report["modules"]} & set(heavy))
+    if loaded:
+        _fail(
+            f"registering {module} imported {', '.join(loaded)}; import heavy dependencies "
+            "inside the factories (or a module they import when called), not at module level"
+        )
+
+
+def _check_imports(name: str, seen: set[str], own: str | None) -> None:
+    """Fail on an import of lungseg's internals in ``name`` or its own private modules."""
+    import lungseg
+    from lungseg import api
+
+    if name in seen:
+        return
+    seen.add(name)
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        _fail(f"cannot find the Python source of {name}")
+    package = name if spec.submodule_search_locations is not None else name.rpartition(".")[0]
+    own = own or package
+    public = {"lungseg": {*lungseg.__all__, "api"}, "lungseg.api": {*api.__all__, "*"}}
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"), spec.origin)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [(alias.name, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            target = importlib.util.resolve_name(base, package) if node.level else base
+            targets = [(target, tuple(alias.name for alias in node.names))]
+        else:
+            continue
+        for target, names in targets:
+            where = f"{spec.origin}:{node.lineno}"
+            for private in _own_modules(target, names, own, where):
+                _check_imports(private, seen, own)
+            bad = [n for n in names if target in public and n not in public[target]]
+            if bad:
+                _fail(f"{where}: {target} exports no {', '.join(bad)} (see lungseg.api)")
+
+
+def _own_modules(target: str, names: tuple[str, ...], own: str, where: str) -> list[str]:
+    """The plugin's own modules an import names (to check too); fails on lungseg internals."""
+    top = own.split(".")[0]
+    if target in ("lungseg", "lungseg.api") or target.split(".")[0] not in ("lungseg", top):
+        return []  # the public API, or another distribution
+    if not target.startswith("lungseg.") and top != "lungseg":
+        found = [target]  # the plugin package's own code, under its own name
+        found += [f"{target}.{n}" for n in names if _is_module(f"{target}.{n}")]
+        return found
+    if target == own and names and all(n.startswith("_") for n in names):
+        return [f"{own}.{n}" for n in names]  # from lungseg.plugins import _private
+    parent, _, leaf = target.rpartition(".")
+    if parent == own and leaf.startswith("_"):
+        return [target]
+    _fail(
+        f"{where}: imports {target}{' ' + ', '.join(names) if names else ''}, which is not "
+        "lungseg's public API; import from lungseg or lungseg.api"
+    )
+    return []
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def check_registered(kind: str, name: str, params: Mapping[str, Any] | None = None, **kw: Any):

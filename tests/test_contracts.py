@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
+import textwrap
+from importlib import metadata
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from lungseg import testing
+from lungseg import api, testing
+from lungseg.api import DistributedWeightedSampler, Volume
 from lungseg.errors import RecipeError
+from lungseg.markers import ENTRY_POINT_GROUP
 from lungseg.plugins.preprocessing import Resize
-from lungseg.sampling import DistributedWeightedSampler
-from lungseg.volume import Volume
+
+DEFAULT_PLUGIN_MODULES = sorted(
+    ep.value
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+    if ep.dist is not None and ep.dist.name == "lungseg"
+)
 
 
 @pytest.mark.parametrize(
@@ -49,7 +59,7 @@ def test_bce_loss(params):
     testing.check_registered("loss", "bce", params)
 
 
-@pytest.mark.parametrize("name", ["dice", "iou"])
+@pytest.mark.parametrize("name", ["dice", "iou", "precision", "recall"])
 def test_overlap_metrics(name):
     testing.check_registered("metric", name, best=1.0, worst=0.0, empty=float("nan"))
 
@@ -60,6 +70,51 @@ def test_overlap_metrics(name):
 )
 def test_default_postprocessors(name, params):
     testing.check_registered("postprocessor", name, params)
+
+
+def test_lung_crop_keeps_the_crop_contract():
+    from lungseg.synth import make_case
+
+    image, label, affine = make_case(2, size=32, slices=48, abdomen_slices=12)
+    probe = Volume(image.astype(np.float32), label, affine, "synthetic chest")
+    testing.check_registered("preprocessor", "lung-crop", {}, volume=probe, min_dice=1.0)
+
+
+@pytest.mark.parametrize("module", DEFAULT_PLUGIN_MODULES)
+def test_default_plugins_use_only_the_public_api_and_register_lightly(module):
+    testing.check_plugin_module(module)
+
+
+@pytest.mark.parametrize("module", ["lungseg_torchvision.models", "lungseg_torchvision.losses"])
+def test_the_example_plugin_uses_only_the_public_api_and_registers_lightly(module):
+    pytest.importorskip("lungseg_torchvision")
+    testing.check_plugin_module(module)
+
+
+def _signature(factory) -> list[tuple[str, object]]:
+    return [(p.name, p.default) for p in inspect.signature(factory).parameters.values()]
+
+
+def test_lazy_factories_take_what_their_classes_take():
+    from lungseg.plugins import _unet, unet
+
+    assert _signature(unet.unet) == _signature(_unet.UNet)
+    assert unet.UNet is _unet.UNet and unet.DoubleConv is _unet.DoubleConv
+
+
+def test_the_example_lazy_factories_take_what_their_classes_take():
+    pytest.importorskip("lungseg_torchvision")
+    from lungseg_torchvision import losses
+
+    assert _signature(losses.focal) == _signature(losses.FocalLoss)
+    assert _signature(losses.dice_bce) == _signature(losses.DiceBCELoss)
+
+
+def test_the_public_api_resolves_every_name():
+    for name in api.__all__:
+        assert getattr(api, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'Chain'"):
+        _ = api.Chain
 
 
 def test_unknown_kind_is_rejected():
@@ -138,6 +193,14 @@ def test_metric_check_catches_an_undocumented_empty_value():
     testing.check_metric(_dice_zero_on_empty, empty=0.0)  # documented: passes
 
 
+@pytest.mark.parametrize(
+    ("value", "message"), [(None, "NoneType None"), (1, "int 1"), (True, "bool True")]
+)
+def test_metric_check_catches_a_value_that_is_not_a_float(value, message):
+    with pytest.raises(AssertionError, match=f"must return a float.*got {message}"):
+        testing.check_metric(lambda pred, truth, spacing=(): value)
+
+
 def test_metric_check_catches_a_wrong_orientation():
     def one_minus_dice(pred, truth, spacing=()):
         return 1.0 - _dice_zero_on_empty(pred, truth)
@@ -186,17 +249,87 @@ class _Float64Resize(Resize):
         return Volume(out.image.astype(np.float64), out.mask, out.affine, out.source), info
 
 
+class _Crop:
+    """Keeps slices 10:35 of the probe, recording ``info`` (the crop contract's keys or not)."""
+
+    def __init__(self, info: dict) -> None:
+        self.info = info
+
+    def apply(self, volume):
+        out = api.crop_slices(volume, 10, 35)[0]
+        return out, dict(self.info)
+
+    def invert(self, array, info, *, is_label):
+        return api.uncrop_slices(array, {"start": 10, "stop": 35, "depth": 40})
+
+
 @pytest.mark.parametrize(
     ("step", "message"),
     [
         (_ForgetfulResize(size=16), "not the input"),
         (_NumpyInfoResize(size=16), "JSON-serialisable"),
         (_Float64Resize(size=16), "float32"),
+        (_Crop({}), r"40 slices into 25: a crop's info must hold start, stop, depth"),
+        (_Crop({"start": 10, "stop": 35}), r"it holds \['start', 'stop'\]"),
+        (_Crop({"start": 10, "stop": 35, "depth": 41}), "slice count 40, got 41"),
+        (_Crop({"start": 10, "stop": 36, "depth": 40}), "span the 25 slices"),
+        (_Crop({"start": 10.0, "stop": 35, "depth": 40}), "must be ints"),
     ],
 )
 def test_preprocessor_check_catches(step, message):
     with pytest.raises(AssertionError, match=message):
         testing.check_preprocessor(step)
+
+
+def test_a_crop_recording_the_contract_keys_passes():
+    testing.check_preprocessor(_Crop({"start": 10, "stop": 35, "depth": 40, "extra": 1}))
+
+
+def _plugin_source(tmp_path, monkeypatch, name: str, source: str) -> str:
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+_HOOK = """
+@hookimpl
+def lungseg_add_models(registry):
+    registry.add("probe-net", lambda width=3: width)
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("from lungseg import hookimpl\nimport torch\n", "imported torch"),
+        ("from lungseg import hookimpl\nfrom lungseg.volume import Volume\n", "lungseg.volume"),
+        ("from lungseg import hookimpl, volume\n", "lungseg exports no volume"),
+        ("from lungseg import hookimpl\nfrom lungseg.api import Chain\n", "exports no Chain"),
+        (
+            "from lungseg import hookimpl\nfrom lungseg.plugins.preprocessing import Resize\n",
+            "lungseg.plugins.preprocessing Resize, which is not lungseg's public API",
+        ),
+        (
+            "from lungseg import hookimpl\ndef f():\n    import lungseg.sampling\n",
+            "lungseg.sampling",
+        ),
+        ("from lungseg import hookimpl\n", None),
+    ],
+)
+def test_plugin_module_check(tmp_path, monkeypatch, source, message):
+    name = f"probe_plugin_{abs(hash(source))}"
+    _plugin_source(tmp_path, monkeypatch, name, source + _HOOK)
+    if message is None:
+        testing.check_plugin_module(name)
+        return
+    with pytest.raises(AssertionError, match=message):
+        testing.check_plugin_module(name)
+
+
+def test_plugin_module_check_catches_a_plugin_that_registers_nothing(tmp_path, monkeypatch):
+    _plugin_source(tmp_path, monkeypatch, "probe_empty_plugin", "X = 1\n")
+    with pytest.raises(AssertionError, match="registered no component"):
+        testing.check_plugin_module("probe_empty_plugin")
 
 
 def test_postprocessor_check_catches():

@@ -67,6 +67,23 @@ def test_extra_plugin_objects_register():
     assert registry.create("model", "extra-net", {"width": 5}, "model") == 5
 
 
+def test_plugins_can_be_registered_alone():
+    registry = load_registry(extra_plugins=(_ExtraModel,), entry_points=False)
+    assert registry.names("model") == ["extra-net"]
+    assert all(registry.names(kind) == [] for kind in KINDS if kind != "model")
+
+
+def test_default_factories_are_light_functions_with_the_recipe_parameters():
+    registry = load_registry()
+    assert registry.get("model", "unet").signature() == (
+        "in_channels=1, out_channels=1, features=(64, 128, 256, 512), batch_norm=True"
+    )
+    assert registry.get("model", "unet").description == "UNet for binary segmentation."
+    assert registry.get("loss", "bce").signature() == "pos_weight=None"
+    with pytest.raises(RecipeError, match=r"model\.widht: .*It takes: in_channels=1"):
+        registry.check("model", "unet", {"widht": 3}, "model")
+
+
 class _Clashing:
     @staticmethod
     @hookimpl
