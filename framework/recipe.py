@@ -1,7 +1,8 @@
 """YAML recipes as typed objects: load, override with ``--set``, validate, save.
 
 Every key is checked: an unknown key, a wrong type or a bad value is a :class:`RecipeError`
-naming the recipe file and the key path (``trainer.max_epochs``).
+naming the recipe file and the key path (``trainer.max_epochs``). The sections are in
+:mod:`lungseg.recipe_sections`, the checking in :mod:`lungseg.recipe_schema`.
 """
 
 from __future__ import annotations
@@ -19,145 +20,37 @@ import yaml
 
 from lungseg.errors import RecipeError
 from lungseg.recipe_schema import Component, apply_override, build, merge, to_plain
+from lungseg.recipe_sections import (
+    AugmentConfig,
+    DataConfig,
+    EvaluateConfig,
+    OptimizerConfig,
+    SplitConfig,
+    StoreConfig,
+    SyntheticConfig,
+    TrainerConfig,
+)
 
-__all__ = ["MONITOR", "Component", "Recipe", "load_recipe", "recipe_from_dict", "without_secrets"]
+__all__ = [
+    "MONITOR",
+    "AugmentConfig",
+    "Component",
+    "DataConfig",
+    "EvaluateConfig",
+    "OptimizerConfig",
+    "Recipe",
+    "RecipeError",
+    "SplitConfig",
+    "StoreConfig",
+    "SyntheticConfig",
+    "TrainerConfig",
+    "load_recipe",
+    "recipe_from_dict",
+    "without_secrets",
+]
 
 MONITOR = "val_dice"
 """The validation score training logs, checkpoints on (best = highest) and schedules by."""
-
-
-@dataclass
-class SyntheticConfig:
-    """Parameters of the built-in synthetic CT data (``data.source: synthetic``)."""
-
-    cases: int = 16
-    seed: int = 0
-    size: int = 64
-    slices: int = 72
-    abdomen_slices: int = 30
-    test_cases: int = 2
-
-
-@dataclass
-class DataConfig:
-    """Where the CT scans come from. ``root`` holds (or will hold) the MSD layout."""
-
-    source: str = "synthetic"
-    root: str = "data/synthetic"
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    url: str | None = None
-    md5: str | None = None
-    dataset: str | None = None
-
-
-@dataclass
-class StoreConfig:
-    """The Zarr slice store: a local path or an fsspec URL.
-
-    ``cache_bytes`` bounds the decoded cases each reader (every DataLoader worker) keeps in
-    memory for random access; 0 reads slice by slice (docs/store.md).
-    """
-
-    path: str = "data/store.zarr"
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    cache_bytes: int = 2 * 1024**3
-
-    def __post_init__(self) -> None:
-        if self.cache_bytes < 0:
-            raise RecipeError(
-                f"store.cache_bytes: must be >= 0 (0 turns the cache off), got {self.cache_bytes}"
-            )
-
-
-@dataclass
-class SplitConfig:
-    """Case-level split (never by slice): fractions of cases held out, and the seed."""
-
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    seed: int = 0
-
-
-@dataclass
-class AugmentConfig:
-    """Affine augmentation of training slices (albumentations), image and mask jointly."""
-
-    enabled: bool = True
-    p: float = 0.5
-    rotate: float = 15.0
-    scale: list[float] = field(default_factory=lambda: [0.9, 1.1])
-    translate: float = 0.0625
-    #: An albumentations serialised transform (``A.to_dict(...)``); replaces the affine above.
-    transform: dict[str, Any] | None = None
-
-
-@dataclass
-class OptimizerConfig:
-    """Adam (the seed's optimiser) and its learning-rate schedule.
-
-    ``scheduler``: ``none``, ``cosine`` (per epoch down to ``min_lr`` at ``max_epochs``) or
-    ``plateau`` (times ``plateau_factor`` after ``plateau_patience`` epochs without a better
-    ``val_dice``).
-    """
-
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "none"
-    min_lr: float = 0.0
-    plateau_factor: float = 0.5
-    plateau_patience: int = 3
-
-
-@dataclass
-class TrainerConfig:
-    """Lightning Trainer settings and loader settings."""
-
-    max_epochs: int = 30
-    accelerator: str = "auto"
-    devices: int | str | list[int] = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str | int = "32-true"
-    batch_size: int = 8
-    num_workers: int = 0
-    seed: int = 0
-    log_every_n_steps: int = 10
-    enable_progress_bar: bool = True
-    gradient_clip_val: float | None = None
-    accumulate_grad_batches: int = 1
-    channels_last: bool = False
-    compile: bool = False
-    #: Stop after this many epochs without a better ``val_dice`` (``null``: never).
-    early_stopping_patience: int | None = None
-    #: Any of ``csv`` (``<output>/logs/metrics.csv``) and ``tensorboard``.
-    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
-    #: Also refresh ``last.ckpt`` every N optimiser steps (0: at the end of each epoch only).
-    checkpoint_every_n_steps: int = 0
-
-
-@dataclass
-class EvaluateConfig:
-    """Evaluation and prediction settings.
-
-    ``tta`` averages the probabilities of each slice and its left-right mirror;
-    ``postprocess`` lists postprocessor plugins applied to the thresholded mask in the
-    scan's geometry. Both are off by default (see benchmarks/README.md for their effect).
-    ``save_predictions`` makes ``lungseg evaluate`` write each case's mask as NIfTI.
-    """
-
-    threshold: float = 0.5
-    batch_size: int = 16
-    tta: bool = False
-    postprocess: list[Component] = field(default_factory=list)
-    save_predictions: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise RecipeError(
-                f"evaluate.threshold: must be between 0 and 1 (exclusive), got {self.threshold}"
-            )
-        if self.batch_size < 1:
-            raise RecipeError(f"evaluate.batch_size: must be >= 1, got {self.batch_size}")
 
 
 def _default_chain() -> list[Component]:

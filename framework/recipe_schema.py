@@ -1,4 +1,11 @@
-"""Plain YAML data to typed dataclasses: every key checked, errors naming the key path."""
+"""Plain YAML data to typed dataclasses: every key checked, errors naming the key path.
+
+:func:`build` checks each value against its field's type: ``int``, ``float``, ``str``,
+``bool``, ``None``, unions, lists, mappings, nested dataclasses, :class:`Component` and
+``Literal[...]`` (a fixed set of choices; the error lists them and the closest one). Value
+ranges are the dataclasses' own ``__post_init__`` checks (:func:`require`), which
+:func:`build` prefixes with the section's key path.
+"""
 
 from __future__ import annotations
 
@@ -87,7 +94,31 @@ def _join(key: str, name: str | int) -> str:
     return f"{key}.{name}" if key else name
 
 
+def require(ok: bool, key: str, rule: str, value: Any) -> None:
+    """A value-range check for a section's ``__post_init__``.
+
+    The message names the field only (``max_epochs: must be >= 1, got 0``); :func:`build`
+    puts the section's key path in front (``trainer.max_epochs: ...``).
+
+    Raises:
+        RecipeError: ``ok`` is false.
+    """
+    if not ok:
+        raise RecipeError(f"{key}: must be {rule}, got {value!r}")
+
+
 def build(cls: type, raw: Any, key: str) -> Any:
+    """A ``cls`` dataclass from plain data, every key and value checked.
+
+    Args:
+        cls: a recipe dataclass (or :class:`Component`).
+        raw: its mapping, as read from YAML.
+        key: its key path in the recipe (``""`` for the whole recipe).
+
+    Raises:
+        RecipeError: an unknown key, a value of the wrong type or not among a ``Literal``'s
+            choices, or a value the class's ``__post_init__`` refuses (named by key path).
+    """
     if cls is Component:
         return _component(raw, key)
     if raw is None:
@@ -104,7 +135,10 @@ def build(cls: type, raw: Any, key: str) -> Any:
             f"{_join(key, unknown[0])}: unknown key{hint} Known keys: {', '.join(fields)}"
         )
     values = {name: _value(hints[name], raw[name], _join(key, name)) for name in raw}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except RecipeError as exc:  # a range check of __post_init__, which names the field only
+        raise RecipeError(_join(key, str(exc))) from None
 
 
 def _component(raw: Any, key: str) -> Component:
@@ -125,6 +159,8 @@ def _value(tp: Any, value: Any, key: str) -> Any:
             except RecipeError:
                 continue
         raise RecipeError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
+    if origin is typing.Literal:
+        return _choice(typing.get_args(tp), value, key)
     if tp is type(None):
         if value is None:
             return None
@@ -151,8 +187,24 @@ def _value(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
+def _choice(choices: tuple[Any, ...], value: Any, key: str) -> Any:
+    """``value`` when it is one of ``choices`` (same type too: ``True`` is not ``1``)."""
+    if any(type(value) is type(c) and value == c for c in choices):
+        return value
+    names = {str(c): c for c in choices}
+    close = difflib.get_close_matches(str(value), list(names), n=1)
+    hint = f"; did you mean {names[close[0]]!r}?" if close else ""
+    raise RecipeError(f"{key}: {value!r} is not one of {_choices(choices)}{hint}")
+
+
+def _choices(choices: tuple[Any, ...]) -> str:
+    return ", ".join(repr(c) for c in choices)
+
+
 def _type_name(tp: Any) -> str:
     args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Literal:
+        return f"one of {_choices(args)}"
     if typing.get_origin(tp) is list:
         return f"list of {_type_name(args[0])}"
     if args:
