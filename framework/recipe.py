@@ -54,12 +54,9 @@ MONITOR = "val_dice"
 
 
 def _default_chain() -> list[Component]:
-    return [
-        Component("canonical"),
-        Component("skip-slices", {"count": 30}),
-        Component("normalize", {"divisor": 3071.0}),
-        Component("resize", {"size": 256}),
-    ]
+    """The seed's chain; each plugin's own defaults are the seed's numbers (30, 3071, 256)."""
+    names = ("canonical", "skip-slices", "normalize", "resize")
+    return [Component(name) for name in names]
 
 
 @dataclass

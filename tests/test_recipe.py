@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from lungseg.errors import RecipeError
+from lungseg.manager import load_registry
 from lungseg.recipe import (
     Recipe,
     StoreConfig,
@@ -24,8 +25,14 @@ SEED_CHAIN = [
 ]
 
 
-def test_defaults_are_the_seed_chain():
-    assert Recipe().preprocess_dict() == SEED_CHAIN
+def test_defaults_are_the_seed_chain_by_the_plugins_own_defaults():
+    recipe = Recipe()
+    assert recipe.preprocess_dict() == [{"name": c["name"]} for c in SEED_CHAIN]
+    registry = load_registry()
+    for step in SEED_CHAIN[1:]:
+        (param, value), *_ = [(k, v) for k, v in step.items() if k != "name"]
+        entry = registry.get("preprocessor", step["name"])
+        assert entry.parameters()[param].default == value
 
 
 def test_the_shipped_recipes_load_and_msd_task06_spells_out_the_seed_chain():
