@@ -8,33 +8,32 @@ point to patient left, posterior and superior (LPS voxel order in a RAS+ world a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from lungseg.errors import RecipeError
+from lungseg.recipe_schema import build
+from lungseg.recipe_sections import SyntheticConfig
 from lungseg.safety import claim_dir, refuse_existing, write_marker
+from lungseg.volume import write_nifti
 
 AIR, FAT, MUSCLE, LUNG, VESSEL = -1000, -95, 45, -850, -40
 LIVER, SPLEEN, RIB, CORTEX = 60, 48, 650, 900
 
-
-def _whole(name: str, value: object, minimum: int, bound: str = "") -> int:
-    """Checks that ``value`` is an integer >= ``minimum``; ``bound`` says where it comes from."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise RecipeError(f"{name} must be an integer >= {bound or minimum}, got {value!r}")
-    return int(value)
+_DEFAULT = SyntheticConfig()  # the one home of the defaults: a recipe's data.synthetic
 
 
-def _geometry(seed: object, size: object, slices: object, abdomen: object) -> tuple[int, ...]:
-    """Validates the arguments shared by ``make_case`` and ``write_dataset``."""
-    seed, size = _whole("seed", seed, 0), _whole("size", size, 16)
-    abd = _whole("abdomen_slices", abdomen, 0)
-    return seed, size, _whole("slices", slices, abd + 5, f"abdomen_slices + 5 = {abd + 5}"), abd
+def _checked(**params: object) -> SyntheticConfig:
+    """The parameters, checked (types and ranges) as a recipe's ``data.synthetic`` is.
+
+    Raises:
+        RecipeError: naming the first bad parameter.
+    """
+    return build(SyntheticConfig, params, "")
 
 
 def paint(vol: np.ndarray, mask: np.ndarray, value: float | np.ndarray) -> None:
@@ -101,7 +100,10 @@ def _tumours(rng: np.random.Generator, lung: np.ndarray, scale: float, zs: float
 
 
 def make_case(
-    seed: int, size: int = 64, slices: int = 72, abdomen_slices: int = 30
+    seed: int,
+    size: int = _DEFAULT.size,
+    slices: int = _DEFAULT.slices,
+    abdomen_slices: int = _DEFAULT.abdomen_slices,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generates one synthetic chest CT scan and its tumour mask.
 
@@ -116,9 +118,10 @@ def make_case(
         uint8 tumour mask in {0, 1} of the same shape, and the float64 4x4 voxel-to-RAS affine.
 
     Raises:
-        RecipeError: If an argument is not an integer in its range; the message names it.
+        RecipeError: An argument is not a whole number in its range; the message names it.
     """
-    seed, size, slices, abd = _geometry(seed, size, slices, abdomen_slices)
+    _checked(seed=seed, size=size, slices=slices, abdomen_slices=abdomen_slices)
+    abd = abdomen_slices
     rng, shape, n_th = np.random.default_rng(seed), (size, size, slices), slices - abd
     ax = (np.arange(size, dtype=np.float32) - (size - 1) / 2) / (size / 2)
     u, v = ax[:, None], ax[None, :]  # u > 0: patient left, v > 0: posterior
@@ -200,24 +203,14 @@ def make_case(
     return np.rint(np.clip(img, -1024, 3071)).astype(np.int16), label, affine
 
 
-def _save(array: np.ndarray, affine: np.ndarray, path: pathlib.Path) -> None:
-    """Writes ``array`` as NIfTI-1 with qform and sform set to ``affine`` (scanner, mm)."""
-    image = nib.Nifti1Image(array, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
-    image.header.set_zooms(tuple(float(z) for z in np.abs(np.diag(affine)[:3])))
-    nib.save(image, path)
-
-
 def write_dataset(
     out: str | os.PathLike,
-    cases: int,
-    seed: int = 0,
-    size: int = 64,
-    slices: int = 72,
-    abdomen_slices: int = 30,
-    test_cases: int = 0,
+    cases: int = _DEFAULT.cases,
+    seed: int = _DEFAULT.seed,
+    size: int = _DEFAULT.size,
+    slices: int = _DEFAULT.slices,
+    abdomen_slices: int = _DEFAULT.abdomen_slices,
+    test_cases: int = _DEFAULT.test_cases,
     *,
     overwrite: bool = False,
 ) -> pathlib.Path:
@@ -230,6 +223,9 @@ def write_dataset(
     ``out`` must be missing, empty, or a synthetic dataset folder lungseg made (its
     ``.lungseg.json`` marker records the parameters): lungseg never writes among scans it did
     not make. A finished dataset there is replaced only with ``overwrite``.
+
+    The defaults are :class:`~lungseg.recipe_sections.SyntheticConfig`'s (a recipe's
+    ``data.synthetic``), and the arguments are checked as that section is.
 
     Args:
         out: Dataset folder, created if missing.
@@ -245,20 +241,19 @@ def write_dataset(
         The dataset folder ``out`` as a path.
 
     Raises:
-        RecipeError: If an argument is out of range; the message names it.
+        RecipeError: An argument is not a whole number in its range; the message names it.
         OutputError: ``out`` holds files lungseg did not make, or a finished dataset and
             ``overwrite`` is false.
     """
-    cases, test_cases = _whole("cases", cases, 1), _whole("test_cases", test_cases, 0)
-    seed, size, slices, abd = _geometry(seed, size, slices, abdomen_slices)
-    params = {
-        "cases": cases,
-        "seed": seed,
-        "size": size,
-        "slices": slices,
-        "abdomen_slices": abd,
-        "test_cases": test_cases,
-    }
+    config = _checked(
+        cases=cases,
+        seed=seed,
+        size=size,
+        slices=slices,
+        abdomen_slices=abdomen_slices,
+        test_cases=test_cases,
+    )
+    params = dataclasses.asdict(config)
     root = claim_dir(out, "synthetic-dataset", role="synthetic dataset folder")
     refuse_existing([root / "dataset.json"], overwrite, "synthetic dataset")
     (root / "dataset.json").unlink(missing_ok=True)  # written last: absent until complete
@@ -270,14 +265,14 @@ def write_dataset(
     training, test = [], []
     for i in range(cases + test_cases):
         case_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        image, label, affine = make_case(case_seed, size, slices, abd)
+        image, label, affine = make_case(case_seed, size, slices, abdomen_slices)
         name = f"lung_{i + 1:03d}.nii.gz"
         if i < cases:
-            _save(image, affine, root / "imagesTr" / name)
-            _save(label, affine, root / "labelsTr" / name)
+            write_nifti(root / "imagesTr" / name, image, affine=affine)
+            write_nifti(root / "labelsTr" / name, label, affine=affine)
             training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         else:
-            _save(image, affine, root / "imagesTs" / name)
+            write_nifti(root / "imagesTs" / name, image, affine=affine)
             test.append(f"./imagesTs/{name}")
     meta = {
         "name": "Lung",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import pathlib
 
@@ -11,6 +12,7 @@ import pytest
 from scipy import ndimage
 
 from lungseg.errors import RecipeError
+from lungseg.recipe import SyntheticConfig
 from lungseg.synth import make_case, write_dataset
 
 SMALL = {"size": 32, "slices": 40, "abdomen_slices": 10}
@@ -140,7 +142,7 @@ def test_bad_arguments_raise_recipe_error(
     tmp_path: pathlib.Path, kwargs: dict[str, object], name: str, value: str
 ) -> None:
     arguments = {"cases": 1, **SMALL, **kwargs}
-    with pytest.raises(RecipeError, match=rf"^{name} must .*got {value}$"):
+    with pytest.raises(RecipeError, match=rf"^{name}: .*got {value}$"):
         write_dataset(tmp_path / "out", **arguments)  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists()
     arguments.pop("cases")
@@ -148,3 +150,15 @@ def test_bad_arguments_raise_recipe_error(
     if name not in ("cases", "test_cases"):
         with pytest.raises(ValueError, match=name):
             make_case(arguments.pop("seed", 0), **arguments)  # type: ignore[arg-type]
+
+
+def test_defaults_are_the_recipes(tmp_path: pathlib.Path) -> None:
+    defaults = SyntheticConfig()
+    signature = inspect.signature(write_dataset).parameters
+    for name in ("cases", "seed", "size", "slices", "abdomen_slices", "test_cases"):
+        assert signature[name].default == getattr(defaults, name)
+    for name in ("size", "slices", "abdomen_slices"):
+        assert inspect.signature(make_case).parameters[name].default == getattr(defaults, name)
+    out = write_dataset(tmp_path / "d", cases=1, **SMALL)  # test scans by default: run predicts
+    assert len(list((out / "imagesTs").glob("*.nii.gz"))) == defaults.test_cases >= 1
+    assert not list(out.rglob(".partial-*"))
