@@ -25,11 +25,10 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from lungseg.errors import DataError, OutputError
+from lungseg.recipe_sections import StoreConfig
 
 FORMAT_VERSION = 1
 IMAGE_DTYPE = np.float16
-#: Default byte budget of the decoded-case cache (``store.cache_bytes`` in a recipe).
-DEFAULT_CACHE_BYTES = 2 * 1024**3
 
 
 def _batched(chunks: int) -> Any:
@@ -56,33 +55,33 @@ class SliceStore:
         path: local directory or URL (``s3://bucket/store.zarr``).
         storage_options: fsspec options for URLs (credentials, endpoint).
         cache_bytes: bytes of decoded cases kept in memory (float32 image and uint8 mask,
-            5 bytes a pixel); 0 disables. :meth:`read_case` evicts the least recently used
-            cases, :meth:`read_slice` admits cases while they fit and never evicts. Each
-            DataLoader worker holds its own cache, so the memory bound is
-            ``cache_bytes * max(1, num_workers)`` per training process.
+            5 bytes a pixel); 0 disables; default and check: ``store.cache_bytes`` of a
+            recipe (:class:`~lungseg.recipe_sections.StoreConfig`). :meth:`read_case`
+            evicts the least recently used cases, :meth:`read_slice` admits cases while they
+            fit and never evicts. Each DataLoader worker holds its own cache, so the memory
+            bound is ``cache_bytes * max(1, num_workers)`` per training process.
 
     Raises:
-        ValueError: ``cache_bytes`` is negative.
+        RecipeError: ``cache_bytes`` is negative (a ``ValueError``).
     """
 
     def __init__(
         self,
         path: str,
         storage_options: dict[str, Any] | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache_bytes: int = StoreConfig.cache_bytes,
     ) -> None:
-        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
-            raise ValueError(f"`cache_bytes` must be a whole number >= 0, got {cache_bytes!r}")
-        self.path = str(path)
-        self.storage_options = dict(storage_options or {})
-        self.cache_bytes = cache_bytes
+        config = StoreConfig(str(path), dict(storage_options or {}), cache_bytes)  # checks
+        self.path = config.path
+        self.storage_options = config.storage_options
+        self.cache_bytes = config.cache_bytes
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cached = 0
         self._root: zarr.Group | None = None
         self._arrays: dict[str, tuple[zarr.Array, zarr.Array]] = {}  # handles, no data
 
     @classmethod
-    def from_config(cls, config: Any) -> SliceStore:
+    def from_config(cls, config: StoreConfig) -> SliceStore:
         """The store a recipe's ``store:`` section (:class:`lungseg.recipe.StoreConfig`) names."""
         return cls(config.path, config.storage_options, config.cache_bytes)
 
@@ -217,12 +216,6 @@ class SliceStore:
         root = self.root
         _forget_listings(root)
         return sorted(name for name, group in root.groups() if group.attrs.get("complete") is True)
-
-    def is_complete(self, case_id: str) -> bool:
-        try:
-            return self._open("r")[case_id].attrs.get("complete") is True
-        except (KeyError, DataError):
-            return False
 
     def attrs(self, case_id: str) -> dict[str, Any]:
         return dict(self._group(case_id).attrs)

@@ -112,8 +112,11 @@ def test_read_slice_of_a_missing_case_says_how_to_fix(tmp_path):
         store.read_slice("x", 0)
 
 
-def test_cache_bytes_must_be_a_whole_number(tmp_path):
-    with pytest.raises(ValueError, match="cache_bytes"):
+def test_cache_bytes_default_and_check_are_the_recipes(tmp_path):
+    from lungseg.recipe import StoreConfig
+
+    assert SliceStore(str(tmp_path / "s.zarr")).cache_bytes == StoreConfig().cache_bytes
+    with pytest.raises(ValueError, match=r"cache_bytes: must be >= 0 \(0 turns the cache off\)"):
         SliceStore(str(tmp_path / "s.zarr"), cache_bytes=-1)
 
 
