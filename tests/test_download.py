@@ -23,6 +23,7 @@ from lungseg import download
 from lungseg.archives import extract_archive
 from lungseg.errors import DataError, RecipeError
 from lungseg.sources import find_cases
+from lungseg.safety import MARKER, claim_dir
 
 
 def _nifti_bytes(seed: int) -> bytes:
@@ -123,6 +124,19 @@ def _url(srv: _Server, path: str = "/Task06_Lung.tar") -> str:
     return f"http://127.0.0.1:{srv.server_address[1]}{path}"
 
 
+def _leftover_part(folder: Path, data: bytes) -> Path:
+    """What an interrupted earlier download leaves: its claimed folder and a ``.part`` file."""
+    claim_dir(folder, "download", role="download folder")
+    part = folder / "Task06_Lung.tar.part"
+    part.write_bytes(data)
+    return part
+
+
+def _listing(folder: Path) -> list[str]:
+    """The names in ``folder`` except lungseg's own marker."""
+    return sorted(p.name for p in folder.iterdir() if p.name != MARKER)
+
+
 @pytest.fixture(autouse=True)
 def _no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(download, "_RETRY_DELAY_S", 0.0)
@@ -138,7 +152,8 @@ def test_complete_download_verifies_extracts_and_is_idempotent(
     assert [c.case_id for c in find_cases(root)] == ["lung_001", "lung_002"]
     assert (tmp_path / "data" / "Task06_Lung.tar").read_bytes() == archive
     assert not (tmp_path / "data" / "Task06_Lung.tar.part").exists()
-    assert [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".")] == []
+    hidden = [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]
+    assert hidden == [MARKER]  # no temporary files left
     assert len(server.requests) == 1 and server.requests[0]["range"] is None
     again = download.download_msd(tmp_path / "data", _url(server), _md5(archive), progress=False)
     assert again == root and len(server.requests) == 1
@@ -157,7 +172,7 @@ def test_interrupted_download_resumes_with_range(server: _Server, tmp_path: Path
 def test_leftover_part_file_is_resumed(server: _Server, tmp_path: Path) -> None:
     archive = _tar(_layout("Task06_Lung"))
     server.files["/Task06_Lung.tar"] = archive
-    (tmp_path / "Task06_Lung.tar.part").write_bytes(archive[:1000])
+    _leftover_part(tmp_path, archive[:1000])
     download.download_msd(tmp_path, _url(server), _md5(archive), progress=False)
     assert [r["range"] for r in server.requests] == ["bytes=1000-"]
 
@@ -166,7 +181,7 @@ def test_server_ignoring_range_restarts_from_zero(server: _Server, tmp_path: Pat
     archive = _tar(_layout("Task06_Lung"))
     server.files["/Task06_Lung.tar"] = archive
     server.honour_range = False
-    (tmp_path / "Task06_Lung.tar.part").write_bytes(b"stale bytes " * 100)
+    _leftover_part(tmp_path, b"stale bytes " * 100)
     download.download_msd(tmp_path, _url(server), _md5(archive), progress=False)
     assert (tmp_path / "Task06_Lung.tar").read_bytes() == archive
 
@@ -174,7 +189,7 @@ def test_server_ignoring_range_restarts_from_zero(server: _Server, tmp_path: Pat
 def test_complete_part_file_answered_416_is_used(server: _Server, tmp_path: Path) -> None:
     archive = _tar(_layout("Task06_Lung"))
     server.files["/Task06_Lung.tar"] = archive
-    (tmp_path / "Task06_Lung.tar.part").write_bytes(archive)
+    _leftover_part(tmp_path, archive)
     download.download_msd(tmp_path, _url(server), _md5(archive), progress=False)
     assert [r["range"] for r in server.requests] == [f"bytes={len(archive)}-"]
 
@@ -183,7 +198,7 @@ def test_stalled_download_keeps_part_and_says_to_rerun(server: _Server, tmp_path
     archive = _tar(_layout("Task06_Lung"))
     server.files["/Task06_Lung.tar"] = archive
     server.cut_after, server.cuts_left = 0, 1000  # every answer ends before its first byte
-    (tmp_path / "Task06_Lung.tar.part").write_bytes(archive[:512])
+    _leftover_part(tmp_path, archive[:512])
     with pytest.raises(DataError, match=r"512 bytes are kept .*run the same command again"):
         download.download_msd(tmp_path, _url(server), _md5(archive), progress=False)
     assert len(server.requests) == download._MAX_STALLS
@@ -201,7 +216,7 @@ def test_wrong_md5_deletes_archive_and_extracts_nothing(server: _Server, tmp_pat
     message = str(caught.value)
     assert "Task06_Lung.tar" in message and "0" * 32 in message and _md5(archive) in message
     assert "deleted" in message
-    assert list(tmp_path.iterdir()) == []
+    assert _listing(tmp_path) == []
 
 
 def test_http_error_and_unreachable_server(server: _Server, tmp_path: Path) -> None:
@@ -252,7 +267,7 @@ def test_malicious_tar_is_refused(server: _Server, tmp_path: Path, evil: Any, me
         download.download_msd(target, _url(server), _md5(archive), progress=False)
     assert list(outside.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "target"]
-    assert [p.name for p in target.iterdir()] == ["Task06_Lung.tar"]  # nothing extracted
+    assert _listing(target) == ["Task06_Lung.tar"]  # nothing extracted
 
 
 def test_links_inside_the_target_are_allowed(tmp_path: Path) -> None:
@@ -433,7 +448,7 @@ def test_kaggle_malicious_zip_is_refused(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(DataError, match=re.escape("../evil.txt")):
         download.download_kaggle("someone/msd-lung", tmp_path / "to")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["to"]
-    assert [p.name for p in (tmp_path / "to").iterdir()] == ["msd-lung.zip"]
+    assert _listing(tmp_path / "to") == ["msd-lung.zip"]
 
 
 def test_kaggle_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
