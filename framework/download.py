@@ -9,150 +9,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import http.client
 import io
 import os
 import re
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from lungseg.archives import extract_archive
 from lungseg.errors import DataError, RecipeError
+from lungseg.msd import find_cases, find_msd_root, locate_msd_root
 from lungseg.safety import claim_dir
-from lungseg.sources import find_cases, find_msd_root, locate_msd_root
+from lungseg.transfer import Transfer, file_md5
 
-__all__ = [
-    "MSD_MD5",
-    "MSD_URL",
-    "download_kaggle",
-    "download_msd",
-    "extract_archive",
-    "find_msd_root",
-    "register_cli",
-]
+__all__ = ["MSD_MD5", "MSD_URL", "download_kaggle", "download_msd", "register_cli"]
 
 MSD_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task06_Lung.tar"
 MSD_MD5 = "8afd997733c7fc0432f71255ba4e52dc"
 
-_CHUNK = 1 << 20
-_TIMEOUT_S = 60.0
-_MAX_STALLS = 5  # attempts in a row that received nothing before giving up
-_RETRY_DELAY_S = 2.0
 _DATASET_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-
-
-class _Transfer:
-    """One archive download into ``<final>.part``, resumable across attempts."""
-
-    def __init__(self, url: str, final: Path, progress: bool) -> None:
-        self.url, self.final, self.progress = url, final, progress
-        self.part = final.with_name(final.name + ".part")
-        self.received = 0  # bytes received over all attempts, to tell progress from stalls
-
-    def size(self) -> int:
-        return self.part.stat().st_size if self.part.exists() else 0
-
-    def attempt(self) -> bool:
-        """Requests the rest of the file once; returns whether the file is now complete."""
-        start = self.size()
-        headers = {"User-Agent": "lungseg", "Accept-Encoding": "identity"}
-        if start:
-            headers["Range"] = f"bytes={start}-"
-        request = urllib.request.Request(self.url, headers=headers)
-        try:
-            response = urllib.request.urlopen(request, timeout=_TIMEOUT_S)
-        except urllib.error.HTTPError as exc:
-            if exc.code != 416 or not start:
-                raise
-            total = _content_range(exc.headers.get("Content-Range", ""))[1]
-            exc.close()
-            if total == start:
-                return True
-            self.part.unlink()  # the partial file does not match the server's: start over
-            return False
-        with response:
-            first, total = _content_range(response.headers.get("Content-Range", ""))
-            if response.status == 206 and first == start:
-                mode = "ab"
-            elif response.status == 206:
-                self.part.unlink()  # an answer for a range we did not ask for: start over
-                return False
-            else:  # 200: the server ignored the range, so the body is the whole file
-                start, mode = 0, "wb"
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-            return self._write(response, start, total, mode)
-
-    def _write(self, response: Any, start: int, total: int | None, mode: str) -> bool:
-        written = start
-        bar = tqdm(
-            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=self.final.name, disable=not self.progress, leave=False,
-        )  # fmt: skip
-        with bar, self.part.open(mode) as out:
-            while chunk := response.read(_CHUNK):
-                try:
-                    out.write(chunk)
-                except OSError as exc:
-                    raise DataError(f"cannot write {self.part}: {exc}; free disk space") from exc
-                written += len(chunk)
-                self.received += len(chunk)
-                bar.update(len(chunk))
-        return total is None or written >= total
-
-    def run(self) -> Path:
-        """Downloads until the file is complete, retrying after interruptions."""
-        stalls = 0
-        while True:
-            before = self.received
-            try:
-                if self.attempt():
-                    break
-                reason = "the connection closed early"
-            except urllib.error.HTTPError as exc:
-                if 400 <= exc.code < 500 and exc.code not in (408, 429):
-                    raise DataError(
-                        f"{self.url} answered HTTP {exc.code} ({exc.reason}); check the URL "
-                        "(--url, or data.url in the recipe)"
-                    ) from exc
-                reason = f"HTTP {exc.code} ({exc.reason})"
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-                reason = str(getattr(exc, "reason", exc)) or type(exc).__name__
-            stalls = 0 if self.received > before else stalls + 1
-            if stalls >= _MAX_STALLS:
-                raise DataError(
-                    f"downloading {self.url} failed {stalls} times in a row ({reason}); "
-                    f"{self.size()} bytes are kept in {self.part}: run the same command again "
-                    "to resume"
-                )
-            time.sleep(_RETRY_DELAY_S * stalls)
-        self.part.replace(self.final)
-        return self.final
-
-
-def _content_range(value: str) -> tuple[int | None, int | None]:
-    """Parses ``bytes FIRST-LAST/TOTAL`` or ``bytes */TOTAL`` into ``(FIRST, TOTAL)``."""
-    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
-    if not match:
-        return None, None
-    first, total = match.groups()
-    return (int(first) if first else None), (int(total) if total != "*" else None)
-
-
-def file_md5(path: Path) -> str:
-    """Returns the hex md5 of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_msd(
@@ -191,7 +66,7 @@ def download_msd(
     name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
     archive = to / (name or "Task06_Lung.tar")
     if not archive.is_file():
-        _Transfer(url, archive, progress).run()
+        Transfer(url, archive, progress).run()
     if md5 is not None:
         actual = file_md5(archive)
         if actual != md5.lower():

@@ -7,6 +7,8 @@ import hashlib
 import io
 import re
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
@@ -19,10 +21,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lungseg import download
+from lungseg import download, transfer
 from lungseg.archives import extract_archive
 from lungseg.errors import DataError, RecipeError
-from lungseg.sources import find_cases
+from lungseg.msd import find_cases
 from lungseg.safety import MARKER, claim_dir
 
 
@@ -139,7 +141,7 @@ def _listing(folder: Path) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def _no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "_RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(transfer, "_RETRY_DELAY_S", 0.0)
 
 
 def test_complete_download_verifies_extracts_and_is_idempotent(
@@ -201,7 +203,7 @@ def test_stalled_download_keeps_part_and_says_to_rerun(server: _Server, tmp_path
     _leftover_part(tmp_path, archive[:512])
     with pytest.raises(DataError, match=r"512 bytes are kept .*run the same command again"):
         download.download_msd(tmp_path, _url(server), _md5(archive), progress=False)
-    assert len(server.requests) == download._MAX_STALLS
+    assert len(server.requests) == transfer._MAX_STALLS
     assert (tmp_path / "Task06_Lung.tar.part").stat().st_size == 512
     server.cuts_left = 0
     download.download_msd(tmp_path, _url(server), _md5(archive), progress=False)
@@ -467,3 +469,11 @@ def test_kaggle_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(download, "_kaggle_api", lambda: api)
     with pytest.raises(DataError, match="imagesTr"):
         download.download_kaggle("someone/other", tmp_path / "other")
+
+
+def test_download_does_not_import_sources() -> None:
+    """The dependency runs one way: sources -> download -> msd (no import cycle)."""
+    code = "import sys, lungseg.download; print('lungseg.sources' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
