@@ -1,13 +1,15 @@
-"""Per-case figures: the slice with most tumour in a lung window, galleries, Dice bars.
+"""Figures: per-case slices in a lung window, galleries, Dice bars, and the loss curve.
 
 Slices are shown in the radiological convention (patient's right on the viewer's left,
 anterior at the top) whatever the file's orientation, with true contours in green and
-predicted contours in red.
+predicted contours in red. The loss curve is drawn from Lightning's CSV training log.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 from nibabel import orientations as ornt
+
+from lungseg.recipe import MONITOR
 
 #: Lung window: width 1500 HU, level -600 HU.
 LUNG_WINDOW = (-600.0 - 750.0, -600.0 + 750.0)
@@ -167,5 +171,52 @@ def save_dice_bars(rows: list[dict], out: str | os.PathLike) -> Path:
         ax.legend(fontsize=8)
     note = f" ({skipped} case(s) without tumour not shown)" if skipped else ""
     ax.set(ylim=(0, 1), ylabel="3D Dice", title=f"Per-case 3D Dice{note}")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def read_epoch_log(path: str | os.PathLike) -> dict[str, dict[int, float]]:
+    """Per-epoch values of every logged metric in Lightning's ``metrics.csv``.
+
+    Returns:
+        ``{metric: {epoch: value}}``; rows without an epoch are skipped.
+    """
+    values: dict[str, dict[int, float]] = defaultdict(dict)
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if not row.get("epoch"):
+                continue
+            epoch = int(float(row["epoch"]))
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in ("", None):
+                    values[key][epoch] = float(value)
+    return dict(values)
+
+
+def plot_loss_curve(
+    log_csv: str | os.PathLike, out: str | os.PathLike, *, loss_name: str | None = None
+) -> Path:
+    """``loss_curve.png``: training and validation loss per epoch, and validation Dice.
+
+    Args:
+        log_csv: Lightning's ``metrics.csv`` (``<output>/logs/metrics.csv``).
+        out: the PNG to write (its folder is created).
+        loss_name: the recipe's loss plugin (``recipe.loss.name``), shown on the loss axis.
+    """
+    log = read_epoch_log(log_csv)
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("train_loss", "training loss"), ("val_loss", "validation loss")):
+        if key in log:
+            epochs = sorted(log[key])
+            ax_loss.plot([e + 1 for e in epochs], [log[key][e] for e in epochs], "o-", label=label)
+    ylabel = f"loss ({loss_name})" if loss_name else "loss"
+    ax_loss.set(xlabel="epoch", ylabel=ylabel, title="Loss per epoch")
+    ax_loss.legend()
+    if MONITOR in log:
+        epochs = sorted(log[MONITOR])
+        ax_dice.plot([e + 1 for e in epochs], [log[MONITOR][e] for e in epochs], "o-", color="C2")
+    ax_dice.set(
+        xlabel="epoch", ylabel="Dice", title="Validation Dice (pooled, 2D slices)", ylim=(0, 1)
+    )
     fig.tight_layout()
     return _save(fig, out)
