@@ -12,6 +12,8 @@ when a stage asks for that component, so ``lungseg preprocess`` never imports to
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -114,4 +116,36 @@ def assemble(recipe: Recipe | Parts, plugins: Registry | None = None) -> Parts:
         return recipe
     plugins = plugins if plugins is not None else registry()
     recipe.check_plugins(plugins)
-    return Parts(recipe, plugins)
+    return Parts(_resolved(recipe, plugins), plugins)
+
+
+def _resolved(recipe: Recipe, plugins: Registry) -> Recipe:
+    """``recipe`` with each preprocessing step's parameters written out, defaults included.
+
+    The chain a store, a checkpoint and ``recipe.yaml`` record (and its hash) then names every
+    number it ran with, whether the recipe spelled it out (``{name: resize, size: 256}``) or
+    left it to the plugin (``{name: resize}``).
+    """
+    chain = []
+    for comp in recipe.preprocess:
+        entry = plugins.get("preprocessor", comp.name)
+        defaults = {
+            name: p.default for name, p in entry.parameters().items() if p.default is not p.empty
+        }
+        params = {**_json_ready(defaults), **comp.params}
+        for key, value in comp.params.items():  # 3071 written for a float default is 3071.0
+            if isinstance(defaults.get(key), float) and type(value) is int:
+                params[key] = float(value)
+        chain.append(Component(comp.name, params))
+    return dataclasses.replace(recipe, preprocess=chain)
+
+
+def _json_ready(values: dict[str, Any]) -> dict[str, Any]:
+    """The values that survive JSON (tuples become lists); others are left out."""
+    ready = {}
+    for key, value in values.items():
+        try:
+            ready[key] = json.loads(json.dumps(value))
+        except (TypeError, ValueError):
+            continue
+    return ready

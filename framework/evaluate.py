@@ -18,11 +18,16 @@ from lungseg.build import Parts, assemble
 from lungseg.checkpoint import check_matches, find_best
 from lungseg.data import open_store, split_cases
 from lungseg.errors import DataError
-from lungseg.figures import case_view, save_case_figure, save_dice_bars, save_gallery
+from lungseg.figures import (
+    case_view,
+    plot_loss_curve,
+    save_case_figure,
+    save_dice_bars,
+    save_gallery,
+)
 from lungseg.inference import Predictor
 from lungseg.metrics import dice_from_counts, overlap
 from lungseg.recipe import Recipe
-from lungseg.report import plot_loss_curve
 from lungseg.safety import claim_dir, refuse_existing
 from lungseg.scoring import case_row, check_primary, summary, to_json, write_results
 from lungseg.volume import Geometry, read_image, read_label, write_mask
@@ -147,5 +152,5 @@ def evaluate(
         save_dice_bars(metrics["per_case"], out / "figures" / "dice_per_case.png")
     log = out / "logs" / "metrics.csv"
     if log.is_file():
-        plot_loss_curve(log, out / "loss_curve.png")
+        plot_loss_curve(log, out / "loss_curve.png", loss_name=recipe.loss.name)
     return metrics

@@ -11,16 +11,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-
 from lungseg.dicom import read_dicom_series, series_ids
 from lungseg.errors import DataError, LungsegError, OutputError, RecipeError
 from lungseg.figures import case_view, save_case_figure
 from lungseg.inference import Predictor, Timings
 from lungseg.recipe import Component
 from lungseg.safety import claim_dir, refuse_existing
-from lungseg.volume import read_image, write_mask
+from lungseg.volume import read_image, write_nifti
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -89,25 +86,6 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[ScanInput], dic
         else:
             failed[str(path)] = f"{path}: no such file or folder"
     return scans, failed
-
-
-def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray, reference: Path | None) -> Path:
-    """Write ``array`` with the reference file's header (or a fresh one), atomically."""
-    if reference is not None:
-        header = nib.load(str(reference)).header.copy()
-        header.set_data_dtype(array.dtype)
-        header["scl_slope"], header["scl_inter"] = 1, 0
-        image = nib.Nifti1Image(array, affine, header)
-    else:
-        image = nib.Nifti1Image(array, affine)
-        image.set_qform(affine, code=1)
-        image.set_sform(affine, code=1)
-        image.header.set_xyzt_units("mm")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".partial-" + path.name)
-    nib.save(image, str(tmp))
-    os.replace(tmp, path)
-    return path
 
 
 def predict(
@@ -220,13 +198,13 @@ def _predict_one(
     reference = None if scan.dicom else scan.path
     mask_path, *extras = plan
     with timings.stage("write"):
-        if reference is None:
-            report.written.append(_save_nifti(mask_path, result.mask, geometry.affine, None))
-        else:
-            report.written.append(write_mask(mask_path, result.mask, reference))
+        written = write_nifti(mask_path, result.mask, affine=geometry.affine, reference=reference)
+        report.written.append(written)
         for path in extras:
             if path.name.endswith("_prob.nii.gz"):
-                report.extra.append(_save_nifti(path, result.probs, geometry.affine, reference))
+                report.extra.append(
+                    write_nifti(path, result.probs, affine=geometry.affine, reference=reference)
+                )
     for path in extras:
         if path.suffix == ".png":
             with timings.stage("overlay"):

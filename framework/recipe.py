@@ -59,6 +59,12 @@ def _default_chain() -> list[Component]:
     return [Component(name) for name in names]
 
 
+def _default_metrics() -> list[Component]:
+    """Every evaluation's default report: overlap, distance, volume and lesion metrics."""
+    names = ("dice", "iou", "precision", "recall", "hd95", "volume-diff")
+    return [Component(n) for n in (*names, "lesion-recall", "fp-lesions")]
+
+
 @dataclass
 class Recipe:
     """A whole run: data, preprocessing, training, evaluation."""
@@ -74,7 +80,7 @@ class Recipe:
     model: Component = field(default_factory=lambda: Component("unet"))
     loss: Component = field(default_factory=lambda: Component("bce"))
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    metrics: list[Component] = field(default_factory=lambda: [Component("dice"), Component("iou")])
+    metrics: list[Component] = field(default_factory=_default_metrics)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     #: Where the recipe was read from (not part of the YAML).

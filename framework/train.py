@@ -37,7 +37,7 @@ from lungseg.errors import CheckpointError, OutputError
 from lungseg.module import SegmentationModule
 from lungseg.recipe import Recipe
 from lungseg.safety import claim_dir
-from lungseg.trainer_config import build_trainer, check_trainer_keys, keep_csv_history
+from lungseg.trainer_config import build_trainer, keep_csv_history
 
 __all__ = ["TrainResult", "build_trainer", "launch_rank", "train"]
 
@@ -151,7 +151,6 @@ def train(
     _quiet_lightning()
     parts = assemble(recipe)
     recipe = parts.recipe
-    check_trainer_keys(recipe)
     if resume and overwrite:
         raise OutputError(
             "--resume continues the run in output and --overwrite replaces it: pass only one"

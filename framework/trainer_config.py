@@ -42,13 +42,6 @@ from lungseg.errors import RecipeError
 from lungseg.recipe import MONITOR, Recipe
 
 
-def check_trainer_keys(recipe: Recipe) -> None:
-    """Nothing left to check: the recipe's sections check their values when it is built.
-
-    Kept only until ``lungseg.train`` stops calling it; then delete it.
-    """
-
-
 def build_checkpoints(recipe: Recipe, output: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
     """The ``best.ckpt`` (by ``val_dice``) and ``last.ckpt`` callbacks (see the module doc).
 

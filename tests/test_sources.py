@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,14 +12,9 @@ import numpy as np
 import pytest
 
 from lungseg import download
-from lungseg.errors import DataError, RecipeError
-from lungseg.sources import (
-    Case,
-    find_cases,
-    find_msd_root,
-    locate_msd_root,
-    prepare_source,
-)
+from lungseg.errors import DataError, OutputError
+from lungseg.msd import Case, find_cases, find_msd_root, locate_msd_root
+from lungseg.sources import prepare_source
 
 
 def _nifti(path: Path) -> Path:
@@ -126,23 +119,24 @@ def _data(source: str, root: Path, **extra: Any) -> SimpleNamespace:
     return SimpleNamespace(source=source, root=str(root), **fields)
 
 
-def test_synthetic_source_generates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[Any, ...]] = []
-
-    def write_dataset(out: Path, cases: int, **kwargs: Any) -> Path:
-        calls.append((Path(out), cases, kwargs))
-        _msd(Path(out), [f"lung_{i:03d}" for i in range(1, cases + 1)])
-        (Path(out) / "dataset.json").write_text(json.dumps({"training": []}))
-        return Path(out)
-
-    fake = types.ModuleType("lungseg.synth")
-    fake.write_dataset = write_dataset  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "lungseg.synth", fake)
+def test_synthetic_source_generates_once_and_only_into_its_own_folder(tmp_path: Path) -> None:
     data = _data("synthetic", tmp_path / "synth")
-    assert prepare_source(data) == tmp_path / "synth"
-    assert prepare_source(data) == tmp_path / "synth"
-    kwargs = {"seed": 7, "size": 32, "slices": 20, "abdomen_slices": 5, "test_cases": 1}
-    assert calls == [(tmp_path / "synth", 3, kwargs)]
+    data.synthetic = SimpleNamespace(
+        cases=2, seed=0, size=16, slices=12, abdomen_slices=4, test_cases=1
+    )
+    root = prepare_source(data)
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    assert prepare_source(data) == root  # reused: nothing rewritten
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps
+    data.synthetic.seed = 1  # the recipe changed: never silently the old data
+    with pytest.raises(DataError, match=r"other settings \(data\.synthetic seed: 0 -> 1\)"):
+        prepare_source(data)
+    mine = _msd(tmp_path / "mine", ["lung_001"])  # a user's scans, no dataset.json, no marker
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    with pytest.raises(OutputError, match=r"did not make.*data\.source: folder"):
+        prepare_source(_data("synthetic", mine))
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
 
 
 def test_folder_source(tmp_path: Path) -> None:
@@ -167,17 +161,10 @@ def test_download_sources_pass_defaults_and_skip_when_present(
         (tmp_path / "m", "http://mirror/x.tar", "a" * 32),
         ("someone/msd-lung", tmp_path / "k"),
     ]
-    with pytest.raises(RecipeError, match=r"data\.dataset"):
-        prepare_source(_data("kaggle", tmp_path / "k"))
     present = _msd(tmp_path / "have" / "Task06_Lung", ["lung_001"])
     assert prepare_source(_data("msd", tmp_path / "have")) == present
     assert prepare_source(_data("kaggle", tmp_path / "have", dataset="a/b")) == present
     assert len(calls) == 3
-
-
-def test_unknown_source_is_a_recipe_error(tmp_path: Path) -> None:
-    with pytest.raises(RecipeError, match=r"data\.source.*'synthetic'.*'kaggle'"):
-        prepare_source(_data("ftp", tmp_path))
 
 
 def test_synthetic_source_with_the_real_generator(tmp_path: Path) -> None:

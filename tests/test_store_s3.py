@@ -20,9 +20,9 @@ boto3 = pytest.importorskip("boto3")
 
 from lungseg.data import SliceDataset  # noqa: E402
 from lungseg.evaluate import evaluate  # noqa: E402
+from lungseg.figures import read_epoch_log  # noqa: E402
 from lungseg.preprocess import run_preprocess  # noqa: E402
 from lungseg.recipe import load_recipe, recipe_from_dict  # noqa: E402
-from lungseg.report import read_epoch_log  # noqa: E402
 from lungseg.store import SliceStore  # noqa: E402
 from lungseg.train import train  # noqa: E402
 

@@ -45,9 +45,8 @@ def _recipe(data: Path, work: Path, trainer: dict | None = None, **sections):
     ],
 )
 def test_bad_trainer_values_name_the_key(tiny_dataset, tmp_path, trainer, sections, key):
-    recipe = _recipe(tiny_dataset, tmp_path, trainer, **sections)
-    with pytest.raises(RecipeError, match=rf"tiny\.yaml: {key}"):
-        build_trainer(recipe, tmp_path / "run")
+    with pytest.raises(RecipeError, match=rf"tiny\.yaml: {key}"):  # when read, or when built
+        build_trainer(_recipe(tiny_dataset, tmp_path, trainer, **sections), tmp_path / "run")
 
 
 @pytest.mark.parametrize("name", ["cosine", "plateau"])
