@@ -103,8 +103,8 @@ def du(path: Path) -> int:
 
 def bench_preprocess(data: Path, work: Path, workers: int, repeat: int) -> dict:
     from lungseg.manager import load_registry
+    from lungseg.msd import find_cases
     from lungseg.preprocess import run_preprocess
-    from lungseg.sources import find_cases
 
     load_registry()  # imports (torch, plugins) are not preprocessing: load them before timing
     cases = find_cases(data)
@@ -270,7 +270,7 @@ def memory_child(case_dir: str, mode: str) -> None:
     case is processed (the mark is reset after the imports): their difference is what
     preprocessing added.
     """
-    from lungseg.sources import find_cases
+    from lungseg.msd import find_cases
 
     (case,) = find_cases(case_dir)
     work = Path(tempfile.mkdtemp())

@@ -172,8 +172,9 @@ def extract_archive(archive: str | os.PathLike[str], to: str | os.PathLike[str])
 
     Every member is checked before anything is written: absolute paths, ``..`` components,
     links resolving outside ``to`` (following the archive's own symlinks, links to links and
-    links through symlinked folders) and special files are refused. The archive is unpacked into a hidden
-    folder first and its top-level entries are moved into ``to`` only when all went well.
+    links through symlinked folders) and special files are refused. The archive is unpacked
+    into a hidden folder first and its top-level entries are moved into ``to`` only when all
+    went well.
 
     Args:
         archive: The archive file.

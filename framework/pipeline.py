@@ -12,10 +12,11 @@ from pathlib import Path
 
 from lungseg.build import Parts, assemble
 from lungseg.evaluate import evaluate
+from lungseg.msd import find_cases
 from lungseg.predict import predict
 from lungseg.preprocess import run_preprocess
 from lungseg.recipe import Recipe
-from lungseg.sources import find_cases, prepare_source
+from lungseg.sources import prepare_source
 from lungseg.train import launch_rank, train
 
 

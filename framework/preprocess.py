@@ -13,10 +13,11 @@ from tqdm import tqdm
 
 from lungseg.build import Parts, assemble
 from lungseg.errors import DataError, LungsegError, RecipeError
+from lungseg.msd import Case, find_cases
 from lungseg.preprocessing import Chain
 from lungseg.recipe import Recipe, recipe_from_dict
 from lungseg.safety import check_recipe_paths
-from lungseg.sources import Case, find_cases, prepare_source
+from lungseg.sources import prepare_source
 from lungseg.store import SliceStore
 from lungseg.volume import Volume, read_image, read_label
 
@@ -70,19 +71,13 @@ def preprocess_case(
     attrs = {
         "geometry": geometry.to_attrs(),
         "trace": trace,
-        "kept_slices": Chain.kept_slices(trace, _canonical_depth(trace, volume)),
+        "kept_slices": Chain.kept_slices(
+            trace, Chain.canonical_depth(trace, volume.image.shape[2])
+        ),
         "image_path": str(case.image),
         "label_path": None if case.label is None else str(case.label),
     }
     return volume, trace, attrs
-
-
-def _canonical_depth(trace: list[dict[str, Any]], volume: Volume) -> int:
-    """Slices before the first crop (the grid ``kept_slices`` indexes), or after the chain."""
-    for info in trace:
-        if "depth" in info:
-            return int(info["depth"])
-    return int(volume.image.shape[2])
 
 
 def _work(case: Case, recipe_dict: dict, store_path: str, options: dict) -> tuple[str, int]:

@@ -12,18 +12,11 @@ from pathlib import Path
 
 from lungseg import download
 from lungseg.errors import DataError, OutputError
-from lungseg.msd import Case, find_cases, find_msd_root, locate_msd_root
+from lungseg.msd import locate_msd_root
 from lungseg.recipe_sections import DataConfig, SyntheticConfig
 from lungseg.safety import read_marker
 
-# Case, find_cases...: imported from here by modules not yet switched to lungseg.msd.
-__all__ = [
-    "Case",
-    "find_cases",
-    "find_msd_root",
-    "locate_msd_root",
-    "prepare_source",
-]
+__all__ = ["prepare_source"]
 
 
 def _synthetic(root: Path, synthetic: SyntheticConfig) -> Path:

@@ -101,7 +101,7 @@ def test_synth_writes_an_msd_dataset(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "synthetic dataset" in result.stdout
-    from lungseg.sources import find_cases
+    from lungseg.msd import find_cases
 
     cases = find_cases(tmp_path / "syn")
     assert [c.case_id for c in cases] == ["lung_001", "lung_002"]

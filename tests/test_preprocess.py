@@ -16,11 +16,12 @@ import pytest
 import yaml
 import zarr
 
+from lungseg.build import assemble
 from lungseg.errors import RecipeError
+from lungseg.msd import Case
 from lungseg.preprocess import parse_shard, preprocess_case, run_preprocess
 from lungseg.preprocessing import Chain
 from lungseg.recipe import Recipe, recipe_from_dict
-from lungseg.sources import Case
 from lungseg.store import SliceStore
 from lungseg.synth import make_case
 
@@ -88,11 +89,12 @@ def reference(data, tmp_path) -> dict:
 
 
 def test_each_case_records_its_kept_slices_and_recipe(data, tmp_path, reference):
-    recipe = _recipe(data, tmp_path / "s.zarr")
+    recipe = assemble(_recipe(data, tmp_path / "s.zarr")).recipe  # with plugin defaults
     attrs = reference["lung_001"]["attrs"]
     assert attrs["complete"] is True and attrs["slices"] == 30
     assert attrs["kept_slices"] == list(range(10, 40))
     assert attrs["preprocess"] == recipe.preprocess_dict()
+    assert attrs["preprocess"][2] == {"name": "normalize", "divisor": 3071.0, "clip": None}
     assert attrs["preprocess_hash"] == recipe.preprocess_hash()
     assert reference["root"]["preprocess_hash"] == recipe.preprocess_hash()
     assert reference["root"]["format_version"] == 1
