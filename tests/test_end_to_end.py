@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from lungseg.build import assemble
 from lungseg.checkpoint import find_best, load_checkpoint
 from lungseg.errors import CheckpointError
-from lungseg.report import plot_loss_curve, read_epoch_log
+from lungseg.figures import plot_loss_curve, read_epoch_log
 
 from .test_figures import has_colour
 
@@ -51,7 +52,8 @@ def test_run_writes_every_output_and_predict_keeps_geometry(
     assert (out / "recipe.yaml").is_file()
     best = find_best(out)
     raw = torch.load(best, map_location="cpu", weights_only=True)
-    assert raw["lungseg"]["recipe"]["preprocess"] == tiny_recipe.preprocess_dict()
+    # the chain as run: each step with its plugin's defaults written out
+    assert raw["lungseg"]["recipe"]["preprocess"] == assemble(tiny_recipe).recipe.preprocess_dict()
     assert (out / "checkpoints" / "last.ckpt").is_file()
 
     split = json.loads((out / "split.json").read_text())
@@ -83,7 +85,7 @@ def test_run_writes_every_output_and_predict_keeps_geometry(
     for colour, side, other in (("#1f77b4", left, right), ("#ff7f0e", left, right)):
         assert has_colour(side, colour) and not has_colour(other, colour)  # C0, C1: losses
     assert has_colour(right, "#2ca02c") and not has_colour(left, "#2ca02c")  # C2: Dice
-    again = plot_loss_curve(log_csv, tmp_path / "again.png")
+    again = plot_loss_curve(log_csv, tmp_path / "again.png", loss_name="bce")
     np.testing.assert_array_equal(png, mpimg.imread(again))
 
     # the unlabelled test scan was predicted in its own geometry
