@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from lungseg.build import assemble
 from lungseg.checkpoint import load_checkpoint
 from lungseg.data import open_store
 from lungseg.errors import DataError
@@ -78,7 +79,7 @@ def test_metrics_json_labels_every_aggregate_and_reports_every_metric(
     names = [c.name for c in recipe.metrics]
     assert names == list(result["means"]) == list(result["no_tumour_cases"]["means"])
     assert result["threshold"] == recipe.evaluate.threshold
-    assert result["recipe"]["preprocess"] == recipe.preprocess_dict()
+    assert result["recipe"]["preprocess"] == assemble(recipe).recipe.preprocess_dict()
     for row in result["per_case"]:
         assert set(names) <= set(row)
         assert row["hd95"] is None or row["hd95"] >= 0
