@@ -65,10 +65,10 @@ def test_fixed_names_hold_the_epoch_and_score_they_claim(three_epochs):
         assert ckpt["epoch"] == info["epoch"] == side["epoch"] == epoch
         assert ckpt["global_step"] == info["global_step"] == side["global_step"] == 12 * (epoch + 1)
         assert side["val_dice"] == info["val_dice"] == pytest.approx(dice[epoch], rel=1e-6)
-        assert side["preprocess_hash"] == recipe.preprocess_hash()
+        assert side["preprocess_hash"] == assemble(recipe).recipe.preprocess_hash()
         assert side["checkpoint"] == f"{name}.ckpt" and side["lungseg_version"] == info["version"]
     module, stored = load_checkpoint(folder / "best.ckpt")
-    assert stored.preprocess_hash() == recipe.preprocess_hash()
+    assert stored.preprocess_hash() == assemble(recipe).recipe.preprocess_hash()
     assert not module.training
 
 

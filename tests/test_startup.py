@@ -40,7 +40,8 @@ def _lungseg(*args: str, cwd: Path) -> tuple[dict, str]:
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -97,6 +98,12 @@ def test_the_public_api_imports_nothing_heavy_until_used():
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'scipy'}));"
         "api.DistributedWeightedSampler; print('torch' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "True"]
