@@ -20,11 +20,11 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from lungseg.build import assemble
-from lungseg.inference import Predictor
-from lungseg.recipe import Component, Recipe
-from lungseg.synth import make_case
-from lungseg.volume import read_image, write_mask
+from lungseg.core.build import assemble
+from lungseg.core.recipe import Component, Recipe
+from lungseg.data.synth import make_case
+from lungseg.data.volume import read_image, write_mask
+from lungseg.inference.predictor import Predictor
 
 
 def scan_path(work: Path) -> Path:

@@ -45,7 +45,7 @@ SEED_SKIP, SEED_DIVISOR, SEED_SIZE = 30, 3071, 256  # the seed's constants
 
 def make_data(root: Path, cases: int, size: int, slices: int) -> Path:
     """Synthetic MSD-layout volumes, reused when ``root`` already holds the same ones."""
-    from lungseg.synth import write_dataset
+    from lungseg.data.synth import write_dataset
 
     stamp = root / "bench.json"
     want = {"cases": cases, "size": size, "slices": slices}
@@ -78,7 +78,7 @@ def seed_preprocess(image_path: Path, label_path: Path, out: Path) -> int:
 
 
 def recipe_for(data: Path, store: Path):
-    from lungseg.recipe import recipe_from_dict
+    from lungseg.core.recipe import recipe_from_dict
 
     return recipe_from_dict(
         {
@@ -102,9 +102,9 @@ def du(path: Path) -> int:
 
 
 def bench_preprocess(data: Path, work: Path, workers: int, repeat: int) -> dict:
-    from lungseg.manager import load_registry
-    from lungseg.msd import find_cases
-    from lungseg.preprocess import run_preprocess
+    from lungseg.core.manager import load_registry
+    from lungseg.data.msd import find_cases
+    from lungseg.preprocess.run import run_preprocess
 
     load_registry()  # imports (torch, plugins) are not preprocessing: load them before timing
     cases = find_cases(data)
@@ -150,8 +150,8 @@ def bench_reads(seed_dir: Path, store_path: Path, reads: int) -> dict:
     """
     import torch
 
-    from lungseg.data import SliceDataset
-    from lungseg.store import SliceStore
+    from lungseg.store.slices import SliceStore
+    from lungseg.training.dataset import SliceDataset
 
     pairs = sorted((p, p.parent.parent / "masks" / p.name) for p in seed_dir.glob("*/data/*.npy"))
     rng = np.random.default_rng(0)
@@ -197,7 +197,7 @@ def bench_codecs(store_path: Path) -> list[tuple[str, float, float, float, float
     """Ratio and single-thread encode/decode MB/s of candidate codecs on one stored case."""
     from numcodecs import LZ4, Blosc, Zstd, blosc
 
-    from lungseg.store import SliceStore
+    from lungseg.store.slices import SliceStore
 
     store = SliceStore(str(store_path))
     image, mask = store.read_case(store.cases()[0])
@@ -270,16 +270,16 @@ def memory_child(case_dir: str, mode: str) -> None:
     case is processed (the mark is reset after the imports): their difference is what
     preprocessing added.
     """
-    from lungseg.msd import find_cases
+    from lungseg.data.msd import find_cases
 
     (case,) = find_cases(case_dir)
     work = Path(tempfile.mkdtemp())
     if mode == "lungseg":
-        from lungseg.preprocess import _work
-        from lungseg.store import SliceStore
+        from lungseg.preprocess.run import _work
+        from lungseg.store.slices import SliceStore
 
         recipe = recipe_for(Path(case_dir), work / "s.zarr")
-        from lungseg.preprocess import _worker_chain
+        from lungseg.preprocess.run import _worker_chain
 
         _worker_chain(recipe)  # imports and plugins before the baseline
         store = SliceStore(recipe.store.path, cache_bytes=0)

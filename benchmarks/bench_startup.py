@@ -47,7 +47,7 @@ def make_recipe(work: Path) -> Path:
     """A tiny synthetic dataset (5 cases 32x32x40), its recipe, and its store filled once."""
     import yaml
 
-    from lungseg.synth import write_dataset
+    from lungseg.data.synth import write_dataset
 
     data = work / "data"
     synthetic = {"cases": 5, "seed": 1, "size": 32, "slices": 40, "abdomen_slices": 10}

@@ -25,13 +25,13 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from lungseg.build import assemble
-from lungseg.data import SliceDataModule
-from lungseg.preprocess import run_preprocess
-from lungseg.recipe import recipe_from_dict
-from lungseg.synth import write_dataset
-from lungseg.train import _quiet_lightning
-from lungseg.trainer_config import build_trainer
+from lungseg.core.build import assemble
+from lungseg.core.recipe import recipe_from_dict
+from lungseg.data.synth import write_dataset
+from lungseg.preprocess.run import run_preprocess
+from lungseg.training.dataset import SliceDataModule
+from lungseg.training.train import _quiet_lightning
+from lungseg.training.trainer import build_trainer
 
 
 class EpochTimer(Callback):

@@ -3,7 +3,7 @@
 A plugin, lungseg's default ones included, imports from lungseg only ``lungseg`` (the
 markers and errors) and this module; the rest of the package is internal and may change.
 :func:`lungseg.testing.check_plugin_module` checks it. The contract these names serve is
-in :mod:`lungseg.hookspecs`.
+in :mod:`lungseg.core.hookspecs`.
 
 ``from lungseg import api`` costs nothing: every name below except the markers and errors
 is imported on first use (a module-level ``__getattr__``), so a plugin that needs torch for
@@ -28,11 +28,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lungseg.errors import DataError, LungsegError, PluginError, RecipeError
-from lungseg.markers import hookimpl
+from lungseg.core.errors import DataError, LungsegError, PluginError, RecipeError
+from lungseg.core.markers import hookimpl
 
 if TYPE_CHECKING:
-    from lungseg.metrics import (
+    from lungseg.core.registry import KindRegistry
+    from lungseg.data.volume import Volume
+    from lungseg.inference.metrics import (
         FULL_CONNECTIVITY,
         Metric,
         components,
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
         overlap,
         surface_distances,
     )
-    from lungseg.preprocessing import (
+    from lungseg.preprocess.chain import (
         CROP_KEYS,
         Step,
         air_inside_body,
@@ -48,28 +50,26 @@ if TYPE_CHECKING:
         is_crop,
         uncrop_slices,
     )
-    from lungseg.registry import KindRegistry
-    from lungseg.sampling import DistributedWeightedSampler, class_balanced_weights
-    from lungseg.volume import Volume
+    from lungseg.training.sampling import DistributedWeightedSampler, class_balanced_weights
 
 #: Names imported on first use, and the internal module each comes from.
 _LAZY = {
-    "KindRegistry": "lungseg.registry",
-    "Volume": "lungseg.volume",
-    "Step": "lungseg.preprocessing",
-    "CROP_KEYS": "lungseg.preprocessing",
-    "crop_slices": "lungseg.preprocessing",
-    "uncrop_slices": "lungseg.preprocessing",
-    "is_crop": "lungseg.preprocessing",
-    "air_inside_body": "lungseg.preprocessing",
-    "Metric": "lungseg.metrics",
-    "overlap": "lungseg.metrics",
-    "dice_from_counts": "lungseg.metrics",
-    "components": "lungseg.metrics",
-    "surface_distances": "lungseg.metrics",
-    "FULL_CONNECTIVITY": "lungseg.metrics",
-    "DistributedWeightedSampler": "lungseg.sampling",
-    "class_balanced_weights": "lungseg.sampling",
+    "KindRegistry": "lungseg.core.registry",
+    "Volume": "lungseg.data.volume",
+    "Step": "lungseg.preprocess.chain",
+    "CROP_KEYS": "lungseg.preprocess.chain",
+    "crop_slices": "lungseg.preprocess.chain",
+    "uncrop_slices": "lungseg.preprocess.chain",
+    "is_crop": "lungseg.preprocess.chain",
+    "air_inside_body": "lungseg.preprocess.chain",
+    "Metric": "lungseg.inference.metrics",
+    "overlap": "lungseg.inference.metrics",
+    "dice_from_counts": "lungseg.inference.metrics",
+    "components": "lungseg.inference.metrics",
+    "surface_distances": "lungseg.inference.metrics",
+    "FULL_CONNECTIVITY": "lungseg.inference.metrics",
+    "DistributedWeightedSampler": "lungseg.training.sampling",
+    "class_balanced_weights": "lungseg.training.sampling",
 }
 
 __all__ = [

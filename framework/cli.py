@@ -9,16 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lungseg import __version__
-from lungseg.errors import LungsegError
+from lungseg.core.errors import LungsegError
 
 EXIT_USER_ERROR = 2
 
 
 def _parts(args: argparse.Namespace):
     """The command's recipe, checked whole (plugins, paths) before any work, as built parts."""
-    from lungseg.build import assemble
-    from lungseg.recipe import load_recipe
-    from lungseg.safety import check_recipe_paths
+    from lungseg.core.build import assemble
+    from lungseg.core.recipe import load_recipe
+    from lungseg.core.safety import check_recipe_paths
 
     parts = assemble(load_recipe(args.recipe, args.set or []))  # every plugin name and parameter
     check_recipe_paths(parts.recipe)  # the store, the scans and the run folder kept apart
@@ -26,7 +26,7 @@ def _parts(args: argparse.Namespace):
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from lungseg.synth import write_dataset
+    from lungseg.data.synth import write_dataset
 
     root = write_dataset(
         args.out,
@@ -43,7 +43,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from lungseg.preprocess import run_preprocess
+    from lungseg.preprocess.run import run_preprocess
 
     parts = _parts(args)
     report = run_preprocess(parts, workers=args.workers, shard=args.shard, overwrite=args.overwrite)
@@ -57,7 +57,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     parts = _parts(args)
-    from lungseg.train import train
+    from lungseg.training.train import train
 
     result = train(parts, resume=args.resume, overwrite=args.overwrite)
     if result.is_global_zero:
@@ -81,7 +81,7 @@ def _print_metrics(metrics: dict, output: str | Path) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     parts = _parts(args)
-    from lungseg.evaluate import evaluate, output_folder
+    from lungseg.inference.evaluate import evaluate, output_folder
 
     metrics = evaluate(parts, args.checkpoint, args.split, overwrite=args.overwrite)
     _print_metrics(metrics, output_folder(parts.recipe, args.split))
@@ -89,8 +89,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from lungseg.predict import predict
-    from lungseg.recipe import Component
+    from lungseg.core.recipe import Component
+    from lungseg.inference.predict import predict
 
     report = predict(
         args.checkpoint,
@@ -131,8 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from lungseg.build import registry as load
-    from lungseg.registry import KINDS
+    from lungseg.core.build import registry as load
+    from lungseg.core.registry import KINDS
 
     registry = load()
     plurals = {"loss": "losses"}
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from lungseg.recipe import SyntheticConfig
+    from lungseg.core.recipe import SyntheticConfig
 
     d = SyntheticConfig()
     p = sub.add_parser("synth", help="write a synthetic CT dataset in the MSD Task06_Lung layout")
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list every registered plugin name by kind")
     p.set_defaults(func=cmd_plugins)
 
-    from lungseg.download import register_cli
+    from lungseg.data.download import register_cli
 
     register_cli(sub)
     return parser

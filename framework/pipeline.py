@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lungseg.build import Parts, assemble
-from lungseg.evaluate import evaluate
-from lungseg.msd import find_cases
-from lungseg.predict import predict
-from lungseg.preprocess import run_preprocess
-from lungseg.recipe import Recipe
-from lungseg.sources import prepare_source
-from lungseg.train import launch_rank, train
+from lungseg.core.build import Parts, assemble
+from lungseg.core.recipe import Recipe
+from lungseg.data.msd import find_cases
+from lungseg.data.sources import prepare_source
+from lungseg.inference.evaluate import evaluate
+from lungseg.inference.predict import predict
+from lungseg.preprocess.run import run_preprocess
+from lungseg.training.train import launch_rank, train
 
 
 def run(recipe: Recipe | Parts, *, overwrite: bool = False) -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lungseg.recipe import Recipe, load_recipe
-from lungseg.synth import write_dataset
+from lungseg.core.recipe import Recipe, load_recipe
+from lungseg.data.synth import write_dataset
 
 SHARED_CT = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct" / "abdomen_ct.nii.gz"
@@ -75,8 +75,8 @@ def tiny_recipe(tiny_recipe_file: Path) -> Recipe:
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     """A tiny recipe preprocessed and trained for one epoch: ``(recipe, best checkpoint)``."""
-    from lungseg.preprocess import run_preprocess
-    from lungseg.train import train
+    from lungseg.preprocess.run import run_preprocess
+    from lungseg.training.train import train
 
     work = tmp_path_factory.mktemp("trained")
     raw = tiny_recipe_dict(tiny_dataset, work)

@@ -79,7 +79,7 @@ def test_unreadable_and_mismatched_nifti_are_named(tmp_path, tiny_dataset):
     assert "lung_002" in err and "label shape (8, 8, 40) differs from image shape" in err
     assert "lung_003" in err and "not a readable NIfTI" in err
     assert "2 of 5 cases failed" in err
-    from lungseg.store import SliceStore
+    from lungseg.store.slices import SliceStore
 
     assert SliceStore(str(tmp_path / "s.zarr")).cases() == ["lung_001", "lung_004", "lung_005"]
 
@@ -101,7 +101,7 @@ def test_synth_writes_an_msd_dataset(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "synthetic dataset" in result.stdout
-    from lungseg.msd import find_cases
+    from lungseg.data.msd import find_cases
 
     cases = find_cases(tmp_path / "syn")
     assert [c.case_id for c in cases] == ["lung_001", "lung_002"]

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from lungseg.build import assemble
-from lungseg.checkpoint import find_best, load_checkpoint
-from lungseg.errors import CheckpointError
-from lungseg.figures import plot_loss_curve, read_epoch_log
+from lungseg.core.build import assemble
+from lungseg.core.errors import CheckpointError
+from lungseg.inference.figures import plot_loss_curve, read_epoch_log
+from lungseg.training.checkpoint import find_best, load_checkpoint
 
-from .test_figures import has_colour
+from .inference.test_figures import has_colour
 
 # Enough training for the tiny UNet to find the tumours: tumour pixels are about 1% of the
 # slices, so plain BCE settles on "no tumour" (Dice 0); weighted 10x, six epochs reach a mean

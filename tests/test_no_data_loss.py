@@ -174,8 +174,8 @@ def test_train_refuses_an_output_holding_another_runs_checkpoints(tiny_trained) 
 
 
 def test_evaluate_other_splits_write_into_their_own_folder(tiny_trained, tmp_path: Path) -> None:
-    from lungseg.errors import OutputError
-    from lungseg.evaluate import evaluate
+    from lungseg.core.errors import OutputError
+    from lungseg.inference.evaluate import evaluate
 
     recipe, best = tiny_trained
     recipe = dataclasses.replace(recipe, output=str(tmp_path / "run"))

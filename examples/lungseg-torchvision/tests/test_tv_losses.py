@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from lungseg import testing
-from lungseg.errors import RecipeError
-from lungseg.manager import load_registry
+from lungseg.core.errors import RecipeError
+from lungseg.core.manager import load_registry
 
 
 def _loss(name: str, **params):

@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from lungseg import testing
-from lungseg.errors import RecipeError
-from lungseg.manager import load_registry
+from lungseg.core.errors import RecipeError
+from lungseg.core.manager import load_registry
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny_lraspp.yaml"
 MODELS = ["tv-lraspp-mobilenet", "tv-deeplabv3-mobilenet", "tv-fcn-resnet50"]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from lungseg.figures import read_epoch_log
-from lungseg.manager import load_registry
-from lungseg.recipe import load_recipe
+from lungseg.core.manager import load_registry
+from lungseg.core.recipe import load_recipe
+from lungseg.inference.figures import read_epoch_log
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny_lraspp.yaml"
 NAMES = {

@@ -1,0 +1,1 @@
+"""The core: hook specifications, plugin registry, recipes, composition root, safe writing."""

@@ -1,0 +1,1 @@
+"""Inference and evaluation: the predictor, ``predict``, ``evaluate``, metrics, figures."""

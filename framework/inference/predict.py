@@ -1,0 +1,212 @@
+"""``lungseg predict``: new scans -> the checkpoint's chain -> model -> masks in scan geometry.
+
+Inputs are NIfTI files, folders of them, or a folder holding one DICOM CT series. Per input
+it writes ``<name>.nii.gz`` (uint8 {0, 1}, the input's shape, affine and orientation), and
+on request ``<name>_prob.nii.gz`` (float32 probabilities) and ``<name>_overlay.png``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lungseg.core.errors import DataError, LungsegError, OutputError, RecipeError
+from lungseg.core.recipe import Component
+from lungseg.core.safety import claim_dir, refuse_existing
+from lungseg.data.dicom import read_dicom_series, series_ids
+from lungseg.data.volume import read_image, write_nifti
+from lungseg.inference.figures import case_view, save_case_figure
+from lungseg.inference.predictor import Predictor, Timings
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass(frozen=True)
+class ScanInput:
+    """One scan to predict: a NIfTI file, or a folder with one DICOM series."""
+
+    path: Path
+    dicom: bool = False
+
+    @property
+    def stem(self) -> str:
+        """The output name without extension (``lung_006`` for ``lung_006.nii.gz``)."""
+        name = self.path.name
+        for suffix in NIFTI_SUFFIXES:
+            if name.endswith(suffix):
+                return name[: -len(suffix)]
+        return name
+
+
+@dataclass
+class PredictReport:
+    """What one ``predict`` call wrote, what failed (input -> message) and where time went."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    extra: list[Path] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+
+
+def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[ScanInput], dict[str, str]]:
+    """Files as given; folders expanded to their NIfTI files (sorted) or their DICOM series.
+
+    Returns:
+        The scans, and the inputs that cannot be predicted (path -> one-line reason): a
+        missing path, a folder with neither NIfTI files nor a DICOM series, a folder with
+        several DICOM series.
+    """
+    scans: list[ScanInput] = []
+    failed: dict[str, str] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith(".")
+            )
+            if found:
+                scans.extend(ScanInput(p) for p in found)
+                continue
+            ids = series_ids(path)
+            if len(ids) == 1:
+                scans.append(ScanInput(path, dicom=True))
+            elif ids:
+                failed[str(path)] = (
+                    f"{path}: holds {len(ids)} DICOM series; put each series in its own folder"
+                )
+            else:
+                failed[str(path)] = (
+                    f"{path}: no .nii/.nii.gz files and no DICOM series in this folder"
+                )
+        elif path.exists():
+            scans.append(ScanInput(path))
+        else:
+            failed[str(path)] = f"{path}: no such file or folder"
+    return scans, failed
+
+
+def predict(
+    checkpoint: str | os.PathLike,
+    inputs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    tta: bool | None = None,
+    postprocess: list[Component] | None = None,
+    prob: bool = False,
+    overlay: bool = False,
+    overwrite: bool = False,
+) -> PredictReport:
+    """Write a uint8 {0, 1} mask per input scan, with the input's exact shape and affine.
+
+    The preprocessing is the chain stored in the checkpoint's recipe; slices it drops are 0
+    in the mask. ``threshold``, ``batch_size``, ``tta`` and ``postprocess`` default to the
+    checkpoint recipe's ``evaluate`` settings (TTA and post-processing are off unless set).
+    A failing input is reported in :attr:`PredictReport.failed`; the others are still
+    predicted.
+
+    ``out`` must be new, empty, or a prediction folder lungseg made; no output may land on
+    an input, and an existing output file is replaced only with ``overwrite``. All of this is
+    checked before anything is written.
+
+    Raises:
+        OutputError: ``out`` holds files lungseg did not make, an output would replace an
+            input scan, or an output exists and ``overwrite`` is false.
+        RecipeError: ``threshold`` outside (0, 1) or ``batch_size`` below 1.
+        CheckpointError: the checkpoint is missing, unsafe or has no lungseg recipe.
+        RecipeError: an unknown postprocessor name or parameter.
+    """
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise RecipeError(f"--threshold {threshold}: must be between 0 and 1 (exclusive)")
+    if batch_size is not None and batch_size < 1:
+        raise RecipeError(f"--batch-size {batch_size}: must be a whole number >= 1")
+    out = Path(out)
+    scans, failed = expand_inputs(inputs)
+    plans = [_plan(scan, out, prob, overlay) for scan in scans]
+    _refuse_over_inputs(scans, plans)
+    refuse_existing([p for plan in plans for p in plan], overwrite)
+    predictor, _ = Predictor.from_checkpoint(
+        checkpoint,
+        threshold=threshold,
+        batch_size=batch_size,
+        device=device,
+        tta=tta,
+        postprocessors=postprocess,
+    )
+    if scans:
+        claim_dir(out, "predictions", role="--out")
+    report = PredictReport(failed=failed, timings=predictor.timings)
+    used: dict[str, Path] = {}
+    for scan, plan in zip(scans, plans, strict=True):
+        try:
+            if scan.stem in used:
+                raise DataError(
+                    f"{scan.path}: gives the same output name {scan.stem!r} as {used[scan.stem]}; "
+                    "rename one or predict them into different --out folders"
+                )
+            used[scan.stem] = scan.path
+            _predict_one(predictor, scan, plan, report)
+        except LungsegError as exc:
+            report.failed[str(scan.path)] = str(exc)
+    return report
+
+
+def _plan(scan: ScanInput, out: Path, prob: bool, overlay: bool) -> list[Path]:
+    """The files predicting ``scan`` writes: the mask, then the optional probabilities, overlay."""
+    mask = out / (f"{scan.stem}.nii.gz" if scan.dicom else scan.path.name)
+    plan = [mask]
+    if prob:
+        plan.append(out / f"{scan.stem}_prob.nii.gz")
+    if overlay:
+        plan.append(out / f"{scan.stem}_overlay.png")
+    return plan
+
+
+def _refuse_over_inputs(scans: list[ScanInput], plans: list[list[Path]]) -> None:
+    """No output may land on an input scan (``--out`` pointing at the inputs' folder).
+
+    Raises:
+        OutputError: naming the input and the fix; ``--overwrite`` does not lift this.
+    """
+    inputs = {scan.path.resolve(): scan.path for scan in scans}
+    for plan in plans:
+        for path in plan:
+            hit = inputs.get(path.resolve())
+            if hit is not None:
+                raise OutputError(
+                    f"--out {path.parent}: the mask for {hit} would be written over that input "
+                    "scan itself; choose another --out folder"
+                )
+
+
+def _predict_one(
+    predictor: Predictor, scan: ScanInput, plan: list[Path], report: PredictReport
+) -> None:
+    """Read, predict and write one scan to ``plan``; raises :class:`LungsegError` for bad input."""
+    timings = predictor.timings
+    with timings.stage("read"):
+        if scan.dicom:
+            image, geometry = read_dicom_series(scan.path)
+        else:
+            image, geometry = read_image(scan.path)
+    result = predictor.scan(image, geometry.affine, geometry.spacing, source=str(scan.path))
+    reference = None if scan.dicom else scan.path
+    mask_path, *extras = plan
+    with timings.stage("write"):
+        written = write_nifti(mask_path, result.mask, affine=geometry.affine, reference=reference)
+        report.written.append(written)
+        for path in extras:
+            if path.name.endswith("_prob.nii.gz"):
+                report.extra.append(
+                    write_nifti(path, result.probs, affine=geometry.affine, reference=reference)
+                )
+    for path in extras:
+        if path.suffix == ".png":
+            with timings.stage("overlay"):
+                view = case_view(scan.stem, image, result.mask, geometry.affine)
+                report.extra.append(save_case_figure(view, path))

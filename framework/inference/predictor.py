@@ -1,0 +1,231 @@
+"""Running a trained network over slices, and mapping predictions back to the scan.
+
+One object, :class:`Predictor`, serves ``lungseg predict`` (raw scans), ``lungseg evaluate``
+(stored slices) and the prediction benchmark, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from lungseg.core.recipe import Component, Recipe
+from lungseg.data.volume import Volume
+from lungseg.preprocess.chain import Chain
+
+
+class PostProcessor(Protocol):
+    """A postprocessor plugin: ``post(mask, image, spacing) -> mask``.
+
+    ``mask`` is boolean ``(X, Y, Z)`` in the scan's own geometry, ``image`` the scan's
+    float32 Hounsfield units of the same shape, ``spacing`` mm per axis.
+    """
+
+    def __call__(
+        self, mask: np.ndarray, image: np.ndarray, spacing: tuple[float, ...]
+    ) -> np.ndarray: ...
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage, summed over calls (for reports and benchmarks)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+@torch.inference_mode()
+def predict_probs(
+    model: nn.Module,
+    slices: np.ndarray,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    tta: bool = False,
+) -> np.ndarray:
+    """Tumour probabilities for preprocessed slices.
+
+    Args:
+        model: returns logits ``(N, 1, H, W)``.
+        slices: ``(n, H, W)`` preprocessed images (any float dtype).
+        batch_size: slices per forward pass.
+        device: where to run.
+        tta: also run each slice mirrored along ``H`` (left-right on the canonical grid)
+            and average the two probabilities.
+
+    Returns:
+        float32 ``(n, H, W)`` probabilities (sigmoid of the logits).
+    """
+    model = model.to(device).eval()
+    out = np.empty(slices.shape, dtype=np.float32)
+    for start in range(0, len(slices), batch_size):
+        chunk = np.asarray(slices[start : start + batch_size], dtype=np.float32)
+        batch = torch.from_numpy(chunk)[:, None].to(device, non_blocking=True)
+        probs = torch.sigmoid(model(batch).float())
+        if tta:
+            mirrored = torch.sigmoid(model(torch.flip(batch, dims=(-2,))).float())
+            probs = (probs + torch.flip(mirrored, dims=(-2,))) / 2
+        out[start : start + len(chunk)] = probs[:, 0].cpu().numpy()
+    return out
+
+
+def postprocess(
+    mask: np.ndarray, image: np.ndarray, spacing: tuple[float, ...], posts: list[PostProcessor]
+) -> np.ndarray:
+    """Apply postprocessors in order to a boolean ``(X, Y, Z)`` mask; returns a boolean mask."""
+    mask = np.asarray(mask, dtype=bool)
+    for post in posts:
+        mask = np.asarray(post(mask, image, spacing), dtype=bool)
+    return mask
+
+
+@dataclass
+class ScanPrediction:
+    """A scan's prediction.
+
+    Attributes:
+        mask: uint8 ``(X, Y, Z)`` {0, 1} in the scan's own geometry (slices the chain drops
+            are 0), thresholded and post-processed.
+        probs: float32 ``(X, Y, Z)`` probabilities in the scan's own geometry.
+        slice_probs: float32 ``(n, H, W)`` probabilities on the preprocessed slices.
+    """
+
+    mask: np.ndarray
+    probs: np.ndarray
+    slice_probs: np.ndarray
+
+
+class Predictor:
+    """A trained network with its preprocessing chain: the one inference path.
+
+    ``predict`` uses :meth:`scan` (a raw scan goes through the chain first); ``evaluate``
+    uses :meth:`stored` (slices already in the store, with the trace the chain recorded for
+    them). Both then run the same steps: network (with flip TTA if asked), inverse chain to
+    the scan's geometry, threshold, post-processors.
+
+    Args:
+        model: the network (logits out).
+        chain: the checkpoint's preprocessing chain.
+        threshold: probability at and above which a voxel is tumour.
+        batch_size: slices per forward pass.
+        device: where the network runs (default: CUDA when available).
+        tta: average each slice's probabilities with those of its left-right mirror.
+        posts: postprocessors applied to the thresholded mask, in order.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        chain: Chain,
+        *,
+        threshold: float,
+        batch_size: int,
+        device: str | torch.device | None = None,
+        tta: bool = False,
+        posts: list[PostProcessor] | None = None,
+    ) -> None:
+        self.model = model
+        self.chain = chain
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.device = device or default_device()
+        self.tta = tta
+        self.posts = list(posts or [])
+        self.timings = Timings()
+
+    def scan(
+        self,
+        image: np.ndarray,
+        affine: np.ndarray,
+        spacing: tuple[float, ...],
+        source: str = "<array>",
+    ) -> ScanPrediction:
+        """Predict a raw scan: float32 ``(X, Y, Z)`` Hounsfield units, its own orientation.
+
+        Raises:
+            DataError: the chain cannot handle the scan (for example too few slices).
+        """
+        with self.timings.stage("forward chain"):
+            volume, trace = self.chain.forward(Volume(image, None, affine, source))
+            slices = np.ascontiguousarray(np.moveaxis(volume.image, 2, 0))
+        return self.stored(slices, trace, image, spacing)
+
+    def stored(
+        self,
+        slices: np.ndarray,
+        trace: list[dict[str, Any]],
+        image: np.ndarray | None,
+        spacing: tuple[float, ...],
+    ) -> ScanPrediction:
+        """Predict preprocessed slices ``(n, H, W)`` whose chain recorded ``trace``.
+
+        Args:
+            slices: the preprocessed slices (a stored case, or the chain's output).
+            trace: what each chain step recorded, to invert it.
+            image: the scan's Hounsfield units, for postprocessors that look at the scan
+                (``None`` when there are no postprocessors).
+            spacing: mm per axis of the scan, for postprocessors.
+        """
+        with self.timings.stage("model"):
+            probs = predict_probs(self.model, slices, self.batch_size, self.device, tta=self.tta)
+        with self.timings.stage("invert"):
+            back = self.chain.invert(np.moveaxis(probs, 0, 2), trace, is_label=False)
+        with self.timings.stage("threshold + postprocess"):
+            mask = postprocess(back >= self.threshold, image, spacing, self.posts)
+        return ScanPrediction(mask.astype(np.uint8), back.astype(np.float32, copy=False), probs)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        *,
+        threshold: float | None = None,
+        batch_size: int | None = None,
+        device: str | None = None,
+        tta: bool | None = None,
+        postprocessors: list[Component] | None = None,
+    ) -> tuple[Predictor, Recipe]:
+        """The predictor a checkpoint describes; unset settings come from its recipe.
+
+        Returns:
+            The predictor, and the checkpoint's recipe.
+
+        Raises:
+            CheckpointError: the checkpoint is missing, unsafe or has no lungseg recipe.
+            RecipeError: an unknown postprocessor name or parameter.
+        """
+        from lungseg.core.build import assemble
+        from lungseg.training.checkpoint import load_checkpoint
+
+        module, recipe = load_checkpoint(path)
+        parts = assemble(recipe)
+        cfg = recipe.evaluate
+        predictor = cls(
+            module.model,
+            parts.chain,
+            threshold=cfg.threshold if threshold is None else threshold,
+            batch_size=batch_size or cfg.batch_size,
+            device=device,
+            tta=cfg.tta if tta is None else tta,
+            posts=parts.postprocessors(postprocessors),
+        )
+        return predictor, recipe
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"

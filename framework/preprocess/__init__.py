@@ -1,0 +1,1 @@
+"""The preprocessing chain and the ``lungseg preprocess`` stage."""

@@ -1,0 +1,1 @@
+"""The Zarr slice store."""

@@ -1,0 +1,1 @@
+"""Training: the slice dataset, DDP-safe sampling, the LightningModule, the Trainer, checkpoints."""

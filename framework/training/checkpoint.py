@@ -1,0 +1,351 @@
+"""Finding, checking and safely loading checkpoints (never executing code stored in them).
+
+A run keeps two checkpoints under fixed names, in ``<output>/checkpoints/``:
+
+- ``best.ckpt``: the epoch with the highest validation Dice (``val_dice``) so far;
+- ``last.ckpt``: the latest state (weights, optimiser, scheduler, epoch, step), for
+  ``lungseg train --resume``.
+
+Each is a Lightning checkpoint whose ``checkpoint["lungseg"]`` holds ``version``,
+``recipe``, ``epoch``, ``global_step`` and ``val_dice`` (the Dice of the very weights in the
+file; ``None`` for weights saved between validations). Beside each, ``best.json`` /
+``last.json`` repeat the same numbers with the recipe's ``preprocess_hash``, so a person or a
+script can see what a checkpoint is without loading it. Both files are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lungseg.core.build import assemble, registry
+from lungseg.core.errors import CheckpointError, LungsegError
+from lungseg.core.recipe import Recipe, recipe_from_dict
+from lungseg.training.module import SegmentationModule
+
+__all__ = [
+    "BEST",
+    "LAST",
+    "check_matches",
+    "clear_checkpoints",
+    "find_best",
+    "load_checkpoint",
+    "made_by_lungseg",
+    "read_checkpoint",
+    "sidecar_path",
+    "stored_recipe",
+    "write_sidecar",
+]
+
+BEST = "best.ckpt"
+"""File name of the best-``val_dice`` checkpoint in ``<output>/checkpoints``."""
+
+LAST = "last.ckpt"
+"""File name of the latest checkpoint in ``<output>/checkpoints``."""
+
+PARTIAL_SUFFIX = ".partial"
+"""A checkpoint is written to ``<name>.partial`` and then renamed over ``<name>``."""
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9"  # the older pickle format's magic number
+
+
+def sidecar_path(checkpoint: str | os.PathLike) -> Path:
+    """The JSON beside a checkpoint: ``best.ckpt`` -> ``best.json``."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_sidecar(checkpoint: str | os.PathLike, info: dict[str, Any], recipe: Recipe) -> Path:
+    """Write ``best.json`` / ``last.json`` beside a checkpoint, atomically.
+
+    Args:
+        checkpoint: the checkpoint file just written.
+        info: its ``checkpoint["lungseg"]`` without the recipe (``version``, ``epoch``,
+            ``global_step``, ``val_dice``).
+        recipe: the run's recipe (for ``preprocess_hash``).
+
+    Returns:
+        The JSON file's path.
+    """
+    path = sidecar_path(checkpoint)
+    content = {
+        "checkpoint": Path(checkpoint).name,
+        "epoch": info.get("epoch"),
+        "global_step": info.get("global_step"),
+        "val_dice": info.get("val_dice"),
+        "preprocess_hash": recipe.preprocess_hash(),
+        "lungseg_version": info.get("version"),
+    }
+    _write_atomic(path, json.dumps(content, indent=2) + "\n")
+    return path
+
+
+def made_by_lungseg(folder: str | os.PathLike) -> list[Path]:
+    """The files of a checkpoint folder that lungseg writes (and ``--overwrite`` may delete).
+
+    ``best.ckpt``, ``last.ckpt``, their JSONs, unfinished ``*.partial`` writes of them and
+    the ``best-epochNNN-diceD.DDDD.ckpt`` files of older lungseg versions; nothing else.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    names = {BEST, LAST, sidecar_path(BEST).name, sidecar_path(LAST).name}
+    names |= {n + PARTIAL_SUFFIX for n in list(names)}
+    found = [p for p in folder.iterdir() if p.name in names and p.is_file()]
+    found += [p for p in folder.glob("best-*.ckpt") if p.is_file()]
+    return sorted(found)
+
+
+def clear_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """Delete the files :func:`made_by_lungseg` lists (for ``train --overwrite``).
+
+    Returns:
+        The deleted paths.
+    """
+    removed = made_by_lungseg(folder)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a PyTorch checkpoint, from its first bytes (``None``: it may be)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_LEGACY_MAGIC))
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if not head:
+        return "empty file"
+    if head.startswith(_ZIP_MAGIC) or head == _LEGACY_MAGIC:
+        return None
+    return "not a PyTorch checkpoint file"
+
+
+def read_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Read a checkpoint file with ``weights_only=True`` (no pickled code runs).
+
+    Args:
+        path: the ``.ckpt`` file.
+        map_location: where tensors go.
+        mmap: map tensors from the file instead of reading them (cheap look at metadata).
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        CheckpointError: missing, empty, not a PyTorch file, truncated or corrupt, holding
+            pickled objects other than tensors and plain data, or not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    why = _not_a_checkpoint(path)
+    if why:
+        raise CheckpointError(f"{path}: not a lungseg checkpoint ({why})")
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        line = next((ln for ln in text.splitlines()[1:] if "GLOBAL" in ln), "")
+        detail = line.split("error:", 1)[-1].strip().split(". ")[0].rstrip(".")
+        if not detail and "Weights only load failed" not in text:
+            raise CheckpointError(
+                f"{path}: not a lungseg checkpoint (corrupt: {text.splitlines()[0]})"
+            ) from None
+        raise CheckpointError(
+            f"{path}: refused: the checkpoint holds objects other than tensors and plain data "
+            f"(loading it could run code). Only load checkpoints you trust."
+            + (f" ({detail})" if detail else "")
+        ) from None
+    except Exception as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"{path}: not a lungseg checkpoint (truncated or corrupt file: {first})"
+        ) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(
+            f"{path}: not a lungseg checkpoint (holds a {type(raw).__name__}, not a checkpoint)"
+        )
+    return raw
+
+
+def stored_recipe(raw: dict[str, Any], path: str | os.PathLike) -> Recipe:
+    """The recipe a checkpoint (read by :func:`read_checkpoint`) was trained with.
+
+    Raises:
+        CheckpointError: no lungseg recipe inside, or one this version cannot read.
+    """
+    info = raw.get("lungseg")
+    recipe_dict = info.get("recipe") if isinstance(info, dict) else None
+    if recipe_dict is None:
+        raise CheckpointError(
+            f"{path}: has no lungseg recipe (made by another tool or version); "
+            "retrain with `lungseg train` to get a self-describing checkpoint"
+        )
+    try:
+        return recipe_from_dict(recipe_dict, source=f"{path} (stored recipe)")
+    except LungsegError as exc:
+        raise CheckpointError(f"{path}: its stored recipe is unusable: {exc}") from None
+
+
+def find_best(output: str | os.PathLike) -> Path:
+    """The best checkpoint of a run directory: ``<output>/checkpoints/best.ckpt``.
+
+    The file is checked (present, not empty, a PyTorch file) but not loaded.
+
+    Raises:
+        CheckpointError: no ``best.ckpt`` there, or it is not a checkpoint.
+    """
+    folder = Path(output, "checkpoints")
+    path = folder / BEST
+    if not path.is_file():
+        old = sorted(p.name for p in folder.glob("best-*.ckpt")) if folder.is_dir() else []
+        hint = (
+            f" (it holds {old[0]}{' and more' if len(old) > 1 else ''} from an older lungseg: "
+            "name one with --checkpoint)"
+            if old
+            else ""
+        )
+        raise CheckpointError(f"{path}: no best checkpoint{hint}; run `lungseg train RECIPE` first")
+    why = _not_a_checkpoint(path)
+    if why:
+        raise CheckpointError(
+            f"{path}: not a lungseg checkpoint ({why}); run `lungseg train RECIPE --overwrite` "
+            "to train it again"
+        )
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[SegmentationModule, Recipe]:
+    """Load a module and its recipe with ``weights_only=True`` (no pickled code runs).
+
+    The network is built from the stored recipe and must take the stored weights exactly.
+
+    Raises:
+        CheckpointError: missing file, unsafe or corrupt content, no lungseg recipe inside,
+            or weights that do not fit the model the stored recipe describes.
+    """
+    path = Path(path)
+    raw = read_checkpoint(path, map_location=map_location)
+    recipe = stored_recipe(raw, path)
+    state = raw.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a lungseg checkpoint (no state_dict of weights)")
+    try:
+        module = assemble(recipe).module()
+    except LungsegError as exc:
+        raise CheckpointError(f"{path}: cannot build its stored model: {exc}") from None
+    _load_weights(module, state, path, recipe)
+    module.to(map_location)
+    module.eval()
+    return module, recipe
+
+
+def _load_weights(
+    module: SegmentationModule, state: dict[str, Any], path: Path, recipe: Recipe
+) -> None:
+    """``module.load_state_dict(state)``, a mismatch as one clear :class:`CheckpointError`."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+        detail = lines[0] if lines else str(exc).splitlines()[0]
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model of its stored recipe "
+            f"(model: {recipe.model.to_dict()}): {detail.rstrip('.')}. The file was altered or "
+            "mixed from two runs; use another checkpoint or retrain"
+        ) from None
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _model_params(recipe: Recipe) -> dict[str, Any]:
+    """The model's parameters with the plugin's defaults filled in (when it is installed)."""
+    params = dict(recipe.model.params)
+    try:
+        entry = registry().get("model", recipe.model.name)
+    except LungsegError:
+        return _plain(params)
+    for name, param in entry.parameters().items():
+        if param.default is not param.empty:
+            params.setdefault(name, param.default)
+    return _plain(params)
+
+
+def _differences(stored: Recipe, current: Recipe) -> list[tuple[str, Any, Any]]:
+    diffs: list[tuple[str, Any, Any]] = []
+    if stored.preprocess_hash() != current.preprocess_hash():
+        a, b = stored.preprocess_dict(), current.preprocess_dict()
+        if len(a) != len(b):
+            diffs.append(("preprocess", f"{len(a)} steps", f"{len(b)} steps"))
+        else:
+            for i, (sa, sb) in enumerate(zip(a, b, strict=True)):
+                for key in sorted(set(sa) | set(sb), key=lambda k: (k != "name", k)):
+                    if sa.get(key) != sb.get(key):
+                        diffs.append((f"preprocess[{i}].{key}", sa.get(key), sb.get(key)))
+        if not diffs:
+            diffs.append(("preprocess", stored.preprocess_hash(), current.preprocess_hash()))
+    if stored.model.name != current.model.name:
+        diffs.append(("model.name", stored.model.name, current.model.name))
+    else:
+        a, b = _model_params(stored), _model_params(current)
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                diffs.append((f"model.{key}", a.get(key), b.get(key)))
+    return diffs
+
+
+def check_matches(
+    path: str | os.PathLike, stored: Recipe, current: Recipe, *, fix: str | None = None
+) -> None:
+    """Refuse a checkpoint trained with another preprocessing chain or model than ``current``.
+
+    Compared: the preprocessing chain (``Recipe.preprocess_hash()``) and the model component
+    (name, and parameters with the plugin's defaults filled in). Everything else (loss,
+    optimiser, epochs, evaluation settings) may differ.
+
+    Args:
+        path: the checkpoint, for the message.
+        stored: the recipe stored in the checkpoint (:func:`load_checkpoint`,
+            :func:`stored_recipe`).
+        current: the recipe of the command being run.
+        fix: how to resolve it, appended to the message (a default names both ways out).
+
+    Raises:
+        CheckpointError: ``{path}: trained with another <key> than <recipe file> (checkpoint
+            X, recipe Y; N more differences); <fix>``.
+    """
+    diffs = _differences(stored, current)
+    if not diffs:
+        return
+    key, was, now = diffs[0]
+    more = f"; {len(diffs) - 1} more difference{'s' if len(diffs) > 2 else ''}" if diffs[1:] else ""
+    fix = fix or (
+        "use the recipe the checkpoint was trained with (it is stored inside it and in the run "
+        "folder's recipe.yaml), or a checkpoint trained with this recipe"
+    )
+    raise CheckpointError(
+        f"{path}: trained with another {key} than {current.source_file} "
+        f"(checkpoint {was!r}, recipe {now!r}{more}); {fix}"
+    )

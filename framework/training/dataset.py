@@ -1,0 +1,212 @@
+"""Slices from the store as a torch Dataset, augmentation, the case-level split, DataModule."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from lungseg.core.build import Parts
+from lungseg.core.errors import DataError, RecipeError
+from lungseg.core.recipe import AugmentConfig, Recipe
+from lungseg.store.slices import SliceStore
+from lungseg.training.sampling import ShardSampler
+
+
+def build_augment(cfg: AugmentConfig, seed: int) -> A.Compose | None:
+    """The seed's affine augmentation (rotation, scale, translation), image and mask jointly.
+
+    Masks use nearest-neighbour interpolation, so they stay binary. ``cfg.transform``, an
+    albumentations serialised transform (``A.to_dict(t)``), replaces the affine; whatever it
+    does to the mask, :class:`SliceDataset` thresholds the mask back to {0, 1} at 0.5.
+
+    Args:
+        cfg: the recipe's ``augment`` section.
+        seed: seed of the transform's random stream (each loader worker reseeds its copy).
+
+    Returns:
+        The transform, or ``None`` when ``augment.enabled`` is false.
+
+    Raises:
+        RecipeError: ``augment.transform`` is not a valid serialised albumentations transform.
+    """
+    if not cfg.enabled:
+        return None
+    if cfg.transform is not None:
+        try:
+            loaded = A.from_dict(cfg.transform)
+        except Exception as exc:
+            raise RecipeError(
+                f"augment.transform: not an albumentations serialised transform ({exc}); "
+                "write it with albumentations.to_dict(transform)"
+            ) from None
+        return A.Compose([loaded], seed=seed)
+    affine = A.Affine(
+        rotate=(-cfg.rotate, cfg.rotate),
+        scale=tuple(cfg.scale),
+        translate_percent=(-cfg.translate, cfg.translate),
+        interpolation=cv2.INTER_LINEAR,
+        mask_interpolation=cv2.INTER_NEAREST,
+        border_mode=cv2.BORDER_CONSTANT,
+        fill=0,
+        fill_mask=0,
+        p=cfg.p,
+    )
+    return A.Compose([affine], seed=seed)
+
+
+class SliceDataset(Dataset):
+    """(image, mask) slice pairs of some cases of a :class:`SliceStore`.
+
+    Items are ``(image, mask)`` float32 tensors of shape ``(1, H, W)``; masks in {0, 1}.
+
+    Args:
+        store: the slice store.
+        case_ids: the cases to serve (one split).
+        transform: albumentations transform applied to training items, or ``None``.
+    """
+
+    def __init__(self, store: SliceStore, case_ids: list[str], transform: A.Compose | None = None):
+        self.store = store
+        self.case_ids = list(case_ids)
+        self.transform = transform
+        index, labels = [], []
+        for case_id in self.case_ids:
+            counts = store.tumor_pixels(case_id)
+            index.extend((case_id, k) for k in range(len(counts)))
+            labels.append(counts > 0)
+        self.index = index
+        #: 1 where the slice contains tumour: the class label of each item (the seed's step 3A).
+        self.slice_labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, int)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        case_id, k = self.index[i]
+        image, mask = self.store.read_slice(case_id, k)  # may be views of the store's cache
+        img = image.astype(np.float32)  # a copy: augmentation never touches the cache
+        msk = mask
+        if self.transform is not None:
+            out = self.transform(image=img, mask=msk)
+            img, msk = np.ascontiguousarray(out["image"]), out["mask"] >= 0.5
+        return torch.from_numpy(img[None]), torch.from_numpy(msk[None].astype(np.float32))
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each loader worker its own augmentation stream, reproducible for a seed."""
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info else None
+    if transform is not None:
+        transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+def split_cases(case_ids: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict:
+    """Split by case (never by slice), reproducibly for ``seed``.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, each sorted.
+
+    Raises:
+        DataError: too few cases for the requested split.
+    """
+    ids = sorted(case_ids)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_val = math.ceil(len(ids) * val_fraction) if val_fraction > 0 else 0
+    n_test = math.ceil(len(ids) * test_fraction) if test_fraction > 0 else 0
+    if len(ids) - n_val - n_test < 1 or (val_fraction > 0 and n_val < 1):
+        raise DataError(
+            f"{len(ids)} preprocessed cases cannot be split into train/val/test with "
+            f"split.val_fraction={val_fraction} and split.test_fraction={test_fraction}; "
+            "add cases or lower the fractions"
+        )
+    shuffled = [ids[i] for i in order]
+    return {
+        "val": sorted(shuffled[:n_val]),
+        "test": sorted(shuffled[n_val : n_val + n_test]),
+        "train": sorted(shuffled[n_val + n_test :]),
+    }
+
+
+def open_store(recipe: Recipe) -> SliceStore:
+    return SliceStore.from_config(recipe.store)
+
+
+class SliceDataModule(pl.LightningDataModule):
+    """Prepares the store once (rank 0), splits by case, builds the loaders.
+
+    Args:
+        parts: the run's assembled recipe (:func:`lungseg.core.build.assemble`): its recipe, and
+            the sampler and preprocessing chain built from it.
+    """
+
+    def __init__(self, parts: Parts) -> None:
+        super().__init__()
+        # One writer for the whole job: global rank 0 fills the store that every node reads
+        # (a shared file system or object storage); per-node writers would race on one store.
+        self.prepare_data_per_node = False
+        self.parts = parts
+        self.recipe = parts.recipe
+        self.sampler_factory = parts.sampler()
+        self.splits: dict[str, list[str]] = {}
+
+    def prepare_data(self) -> None:
+        from lungseg.preprocess.run import run_preprocess
+
+        run_preprocess(self.parts, progress=False)
+
+    def setup(self, stage: str | None = None) -> None:
+        store = open_store(self.recipe)
+        cases = store.cases()
+        if not cases:
+            raise DataError(f"{store.path}: the store has no cases; run `lungseg preprocess` first")
+        s = self.recipe.split
+        self.splits = split_cases(cases, s.val_fraction, s.test_fraction, s.seed)
+        augment = build_augment(self.recipe.augment, self.recipe.trainer.seed)
+        self.train_set = SliceDataset(store, self.splits["train"], augment)
+        self.val_set = SliceDataset(store, self.splits["val"] or self.splits["train"])
+
+    def write_split(self, output: str | Path) -> Path:
+        path = Path(output) / "split.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.splits, indent=2))
+        return path
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, dataset: Dataset, sampler: Any, **kwargs: Any) -> DataLoader:
+        t = self.recipe.trainer
+        return DataLoader(
+            dataset,
+            batch_size=t.batch_size,
+            sampler=sampler,
+            num_workers=t.num_workers,
+            worker_init_fn=_seed_worker,
+            persistent_workers=t.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self._world()
+        sampler = self.sampler_factory(
+            self.train_set.slice_labels,
+            num_replicas=world,
+            rank=rank,
+            seed=self.recipe.trainer.seed,
+        )
+        return self._loader(self.train_set, sampler, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        world, rank = self._world()
+        return self._loader(self.val_set, ShardSampler(len(self.val_set), world, rank))
