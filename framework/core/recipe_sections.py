@@ -20,6 +20,7 @@ __all__ = [
     "LoggerName",
     "OptimizerConfig",
     "Precision",
+    "Preset",
     "Scheduler",
     "Source",
     "SplitConfig",
@@ -42,6 +43,10 @@ Precision = Literal[
 LoggerName = Literal["csv", "tensorboard"]
 """An entry of ``trainer.loggers``."""
 
+Preset = Literal["easy", "hard"]
+"""``data.synthetic.preset``: the quickstart's easy scans, or hard ones that tell recipes apart
+(small and juxta-pleural nodules, several lesions, scans without tumour, varying spacing)."""
+
 
 @dataclass
 class SyntheticConfig:
@@ -56,6 +61,7 @@ class SyntheticConfig:
     slices: int = 72
     abdomen_slices: int = 30
     test_cases: int = 2
+    preset: Preset = "easy"
 
     def __post_init__(self) -> None:
         require(self.cases >= 1, "cases", ">= 1", self.cases)
@@ -78,10 +84,14 @@ class DataConfig:
     md5: str | None = None
     #: ``OWNER/DATASET`` of a Kaggle copy (``source: kaggle``).
     dataset: str | None = None
+    #: 2.5D context: the K slices above and below feed the network as 2K+1 input channels
+    #: (0: one slice, the seed's setup).
+    context: int = 0
 
     def __post_init__(self) -> None:
         rule = "OWNER/DATASET when source is 'kaggle'"
         require(self.source != "kaggle" or bool(self.dataset), "dataset", rule, self.dataset)
+        require(self.context >= 0, "context", ">= 0 (0: one slice)", self.context)
 
 
 @dataclass
@@ -103,13 +113,23 @@ class StoreConfig:
 
 @dataclass
 class SplitConfig:
-    """Case-level split (never by slice): fractions of cases held out, and the seed."""
+    """Case-level split (never by slice): fractions of cases held out, and the seed.
+
+    With ``folds`` > 1 the cases left after ``test_fraction`` are split into that many folds
+    (k-fold cross-validation by case); fold ``fold`` validates and the others train, and
+    ``val_fraction`` is not used.
+    """
 
     val_fraction: float = 0.2
     test_fraction: float = 0.0
     seed: int = 0
+    folds: int = 1
+    fold: int = 0
 
     def __post_init__(self) -> None:
+        require(self.folds >= 1, "folds", ">= 1 (1: one train/validation split)", self.folds)
+        rule = f"in [0, folds) = [0, {self.folds})"
+        require(0 <= self.fold < self.folds, "fold", rule, self.fold)
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             require(0.0 <= value < 1.0, key, "in [0, 1)", value)
