@@ -211,6 +211,7 @@ def write_dataset(
     slices: int = _DEFAULT.slices,
     abdomen_slices: int = _DEFAULT.abdomen_slices,
     test_cases: int = _DEFAULT.test_cases,
+    preset: str = _DEFAULT.preset,
     *,
     overwrite: bool = False,
 ) -> pathlib.Path:
@@ -235,6 +236,7 @@ def write_dataset(
         slices: Number of axial slices, as in ``make_case``.
         abdomen_slices: Abdomen-only slices at the inferior end, as in ``make_case``.
         test_cases: Number of unlabelled test scans (>= 0).
+        preset: ``easy`` (the quickstart's scans) or ``hard``.
         overwrite: Replace a finished synthetic dataset in ``out``.
 
     Returns:
@@ -252,6 +254,7 @@ def write_dataset(
         slices=slices,
         abdomen_slices=abdomen_slices,
         test_cases=test_cases,
+        preset=preset,
     )
     params = dataclasses.asdict(config)
     root = claim_dir(out, "synthetic-dataset", role="synthetic dataset folder")

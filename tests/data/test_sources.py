@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lungseg.core.errors import DataError, OutputError
+from lungseg.core.recipe_sections import SyntheticConfig
 from lungseg.data import download
 from lungseg.data.msd import Case, find_cases, find_msd_root, locate_msd_root
 from lungseg.data.sources import prepare_source
@@ -114,14 +115,14 @@ def test_msd_root_is_found_nested_but_not_in_hidden_folders(tmp_path: Path) -> N
 
 
 def _data(source: str, root: Path, **extra: Any) -> SimpleNamespace:
-    synthetic = SimpleNamespace(cases=3, seed=7, size=32, slices=20, abdomen_slices=5, test_cases=1)
+    synthetic = SyntheticConfig(cases=3, seed=7, size=32, slices=20, abdomen_slices=5, test_cases=1)
     fields = {"url": None, "md5": None, "dataset": None, "synthetic": synthetic, **extra}
     return SimpleNamespace(source=source, root=str(root), **fields)
 
 
 def test_synthetic_source_generates_once_and_only_into_its_own_folder(tmp_path: Path) -> None:
     data = _data("synthetic", tmp_path / "synth")
-    data.synthetic = SimpleNamespace(
+    data.synthetic = SyntheticConfig(
         cases=2, seed=0, size=16, slices=12, abdomen_slices=4, test_cases=1
     )
     root = prepare_source(data)
@@ -169,7 +170,7 @@ def test_download_sources_pass_defaults_and_skip_when_present(
 
 def test_synthetic_source_with_the_real_generator(tmp_path: Path) -> None:
     data = _data("synthetic", tmp_path / "synth")
-    data.synthetic = SimpleNamespace(
+    data.synthetic = SyntheticConfig(
         cases=2, seed=0, size=16, slices=12, abdomen_slices=4, test_cases=1
     )
     root = prepare_source(data)
