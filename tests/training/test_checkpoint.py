@@ -202,6 +202,11 @@ def test_check_matches_names_the_differing_key(tiny_recipe):
     with pytest.raises(CheckpointError, match=r"another preprocess .*4 steps.*; retrain$"):
         check_matches("run.ckpt", tiny_recipe, shorter, fix="retrain")
 
+    context = dataclasses.replace(tiny_recipe.data, context=2)  # 5 input channels, not 1
+    wide = dataclasses.replace(tiny_recipe, data=context)
+    with pytest.raises(CheckpointError, match=r"another data\.context .*\(checkpoint 0, recipe 2"):
+        check_matches("run.ckpt", tiny_recipe, wide)
+
 
 class _Trainer:
     """Just what ``_save_checkpoint`` touches; ``save_checkpoint`` can die halfway."""
