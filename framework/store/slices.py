@@ -16,6 +16,7 @@ killed mid-case leaves a group that readers skip and the next ``preprocess`` rew
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from typing import Any
 
@@ -79,6 +80,7 @@ class SliceStore:
         self._cached = 0
         self._root: zarr.Group | None = None
         self._arrays: dict[str, tuple[zarr.Array, zarr.Array]] = {}  # handles, no data
+        self._pid = os.getpid()  # handles opened by another process are not used
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> SliceStore:
@@ -97,6 +99,7 @@ class SliceStore:
 
     @property
     def root(self) -> zarr.Group:
+        self._forget_after_fork()
         if self._root is None:
             root = self._open("r")
             _check_version(self.path, root.attrs.get("format_version"))
@@ -277,6 +280,7 @@ class SliceStore:
 
     def _handles(self, case_id: str) -> tuple[zarr.Array, zarr.Array]:
         """The case's ``image`` and ``mask`` arrays (metadata only), opened once."""
+        self._forget_after_fork()
         if case_id not in self._arrays:
             group = self._group(case_id)
             self._arrays[case_id] = (group["image"], group["mask"])
@@ -298,6 +302,16 @@ class SliceStore:
     def cached_bytes(self) -> int:
         """Bytes of decoded cases held by the cache now (at most ``cache_bytes``)."""
         return self._cached
+
+    def _forget_after_fork(self) -> None:
+        """Drop the open handles in a forked process (a DataLoader worker).
+
+        A forked worker inherits this object as it was, handles included, and those are
+        bound to the parent's I/O event loop (object storage through s3fs fails with
+        "attached to a different loop"): the child reopens the store itself.
+        """
+        if self._pid != os.getpid():
+            self._root, self._arrays, self._pid = None, {}, os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers re-open lazily
         state = dict(self.__dict__)

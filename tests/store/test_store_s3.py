@@ -128,12 +128,6 @@ def test_preprocess_into_s3_with_parallel_workers_and_train_reads(
         torch.testing.assert_close(got[key], want[key], msg=key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,  # how torch re-raises a worker's botocore HTTPClientError
-    reason="loader workers forked after the parent opened the bucket inherit its s3fs/zarr "
-    "event loop ('attached to a different loop'): SliceStore must reopen in each worker",
-)
 def test_loader_workers_read_the_bucket(s3_options):
     url = f"s3://{BUCKET}/workers.zarr"
     store = SliceStore(url, s3_options)
@@ -142,7 +136,8 @@ def test_loader_workers_read_the_bucket(s3_options):
     image = rng.random((6, 16, 16), dtype=np.float32)
     mask = (rng.random((6, 16, 16)) > 0.7).astype(np.uint8)
     store.write_case("lung_001", image, mask, {"geometry": {"shape": [16, 16, 6]}, "trace": []})
-    dataset = SliceDataset(SliceStore(url, s3_options), ["lung_001"])  # the parent reads first
+    # the parent reads first, so forked workers inherit open handles bound to its event loop
+    dataset = SliceDataset(SliceStore(url, s3_options), ["lung_001"])
     got = torch.cat([m for _, m in DataLoader(dataset, batch_size=2, num_workers=2)])
     np.testing.assert_array_equal(got[:, 0].numpy(), mask)
 
