@@ -17,7 +17,6 @@ killed mid-case leaves a group that readers skip and the next ``preprocess`` rew
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import Any
 
 import fsspec
@@ -27,6 +26,7 @@ from zarr.codecs import BloscCodec
 
 from lungseg.core.errors import DataError, OutputError
 from lungseg.core.recipe_sections import StoreConfig
+from lungseg.store.cache import CaseCache, Pair
 
 FORMAT_VERSION = 1
 IMAGE_DTYPE = np.float16
@@ -58,8 +58,9 @@ class SliceStore:
         cache_bytes: bytes of decoded cases kept in memory (float32 image and uint8 mask,
             5 bytes a pixel); 0 disables; default and check: ``store.cache_bytes`` of a
             recipe (:class:`~lungseg.core.recipe_sections.StoreConfig`). :meth:`read_case`
-            evicts the least recently used cases, :meth:`read_slice` admits cases while they
-            fit and never evicts. Each DataLoader worker holds its own cache, so the memory
+            evicts the least recently used cases, :meth:`read_slice` and :meth:`read_slices`
+            admit cases while they fit and never evict (:class:`~lungseg.store.cache.CaseCache`).
+            Each DataLoader worker holds its own cache, so the memory
             bound is ``cache_bytes * max(1, num_workers)`` per training process.
 
     Raises:
@@ -76,8 +77,7 @@ class SliceStore:
         self.path = config.path
         self.storage_options = config.storage_options
         self.cache_bytes = config.cache_bytes
-        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._cached = 0
+        self._cache = CaseCache(self.cache_bytes)
         self._root: zarr.Group | None = None
         self._arrays: dict[str, tuple[zarr.Array, zarr.Array]] = {}  # handles, no data
         self._pid = os.getpid()  # handles opened by another process are not used
@@ -234,10 +234,21 @@ class SliceStore:
 
         A cached case answers from memory. Any other case is decoded whole and cached when
         it fits in what is left of the budget; when it does not, only slice ``k``'s chunks
-        are read and nothing is evicted. (Under random access over a store larger than the
-        budget, evicting would decode a whole case to serve each slice; keeping the cases
-        already admitted serves ``budget / store`` of the reads from memory and the rest
-        with one chunk each.)
+        are read and nothing is evicted (:class:`~lungseg.store.cache.CaseCache` says why).
+
+        The arrays may be views of the cache: copy them before modifying them.
+
+        Raises:
+            DataError: no such complete case.
+        """
+        image, mask = self.read_slices(case_id, k, k + 1)
+        return image[0], mask[0]
+
+    def read_slices(self, case_id: str, start: int, stop: int) -> Pair:
+        """Slices ``start:stop`` of a case, ``(image (m, H, W) float32, mask (m, H, W) uint8)``.
+
+        Cached as :meth:`read_slice` is; uncached, the range is read in one batch (the
+        neighbours of a slice for 2.5D context: about 3x faster than slice by slice).
 
         The arrays may be views of the cache: copy them before modifying them.
 
@@ -247,12 +258,14 @@ class SliceStore:
         pair = self._cache.get(case_id)
         if pair is None:
             image, mask = self._handles(case_id)
-            if self._cached + image.size * 4 + mask.size > self.cache_bytes:
-                return np.asarray(image[k]).astype(np.float32), np.asarray(mask[k])
+            if not self._cache.fits(image.size * 4 + mask.size):
+                with _batched(max(stop - start, 1)):
+                    got = np.asarray(image[start:stop]).astype(np.float32)
+                    return got, np.asarray(mask[start:stop])
             pair = self.read_case(case_id)
-        return pair[0][k], pair[1][k]
+        return pair[0][start:stop], pair[1][start:stop]
 
-    def read_case(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    def read_case(self, case_id: str) -> Pair:
         """The whole case ``(image float32 (n, H, W), mask uint8 (n, H, W))``.
 
         Stored float16 is widened once here, not on every slice access (NumPy converts
@@ -263,19 +276,13 @@ class SliceStore:
         Raises:
             DataError: no such complete case.
         """
-        if case_id in self._cache:
-            self._cache.move_to_end(case_id)
-            return self._cache[case_id]
+        pair = self._cache.get(case_id, touch=True)
+        if pair is not None:
+            return pair
         image, mask = self._handles(case_id)
         with _batched(image.shape[0]):
             pair = (np.asarray(image[:]).astype(np.float32), np.asarray(mask[:]))
-        size = pair[0].nbytes + pair[1].nbytes
-        if size <= self.cache_bytes:
-            self._cache[case_id] = pair
-            self._cached += size
-            while self._cached > self.cache_bytes:
-                _, old = self._cache.popitem(last=False)
-                self._cached -= old[0].nbytes + old[1].nbytes
+        self._cache.put(case_id, pair)
         return pair
 
     def _handles(self, case_id: str) -> tuple[zarr.Array, zarr.Array]:
@@ -301,7 +308,7 @@ class SliceStore:
 
     def cached_bytes(self) -> int:
         """Bytes of decoded cases held by the cache now (at most ``cache_bytes``)."""
-        return self._cached
+        return self._cache.nbytes
 
     def _forget_after_fork(self) -> None:
         """Drop the open handles in a forked process (a DataLoader worker).
@@ -315,8 +322,29 @@ class SliceStore:
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers re-open lazily
         state = dict(self.__dict__)
-        state.update(_root=None, _cache=OrderedDict(), _cached=0, _arrays={})
+        state.update(_root=None, _cache=CaseCache(self.cache_bytes), _arrays={})
         return state
+
+
+def context_indices(start: int, stop: int, n: int, context: int) -> np.ndarray:
+    """The slices that feed centres ``start:stop`` of an ``n``-slice case with 2.5D context.
+
+    Row ``i`` lists slices ``start + i - context`` to ``start + i + context``, clipped to
+    ``0 .. n - 1``: the end slices of the kept range are repeated, and a window never
+    reaches another case. Training (:class:`~lungseg.training.dataset.SliceDataset`) and
+    prediction (:func:`~lungseg.inference.predictor.predict_probs`) both stack with it.
+
+    Args:
+        start: first centre slice.
+        stop: one past the last centre slice.
+        n: slices of the case.
+        context: ``data.context``, K slices on each side.
+
+    Returns:
+        int64 ``(stop - start, 2 * context + 1)``; column ``context`` is the centre.
+    """
+    offsets = np.arange(-context, context + 1)
+    return np.clip(np.arange(start, stop)[:, None] + offsets, 0, max(n - 1, 0))
 
 
 def _forget_listings(root: zarr.Group) -> None:
