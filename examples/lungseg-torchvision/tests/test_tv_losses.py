@@ -1,14 +1,18 @@
-"""The focal and Dice+BCE losses keep lungseg's loss contract and validate their arguments."""
+"""The Tversky loss keeps lungseg's loss contract, is computed as documented, and checks its
+arguments; it is the example's own (lungseg's core provides bce, dice, dice-bce, focal)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from torch import nn
 
 from lungseg import testing
 from lungseg.core.errors import RecipeError
 from lungseg.core.manager import load_registry
+
+LN3 = math.log(3.0)
 
 
 def _loss(name: str, **params):
@@ -16,18 +20,16 @@ def _loss(name: str, **params):
 
 
 @pytest.mark.parametrize(
-    ("name", "params"),
+    "params",
     [
-        ("focal", {}),
-        ("focal", {"alpha": None, "gamma": 0.0}),
-        ("focal", {"alpha": 0.75, "gamma": 1}),
-        ("dice-bce", {}),
-        ("dice-bce", {"bce_weight": 0.0}),
-        ("dice-bce", {"dice_weight": 0.0, "smooth": 0.5}),
+        {},
+        {"alpha": 0.5, "beta": 0.5},
+        {"alpha": 0.0, "beta": 1.0, "gamma": 0.75},
+        {"gamma": 2.0, "smooth": 1e-5},
     ],
 )
-def test_loss_contract(name, params):
-    testing.check_registered("loss", name, params)
+def test_loss_contract(params):
+    testing.check_registered("loss", "tversky", params)
 
 
 def _batch():
@@ -37,43 +39,53 @@ def _batch():
     return logits, target
 
 
-def test_focal_without_weighting_or_focusing_is_bce():
+def test_the_tversky_index_by_hand():
+    # probabilities [[0.5, 0.5], [0.75, 0.25]] against [[1, 0], [1, 0]]: TP 1.25, FP 0.75, FN 0.75
+    logits = torch.tensor([[[[0.0, 0.0], [LN3, -LN3]]]])
+    target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    index = (1.25 + 1) / (1.25 + 0.3 * 0.75 + 0.7 * 0.75 + 1)
+    assert float(_loss("tversky")(logits, target)) == pytest.approx(1 - index, rel=1e-6)
+    squared = _loss("tversky", gamma=2.0)(logits, target)
+    assert float(squared) == pytest.approx((1 - index) ** 2, rel=1e-6)
+
+
+def test_equal_weights_give_lungseg_s_dice_loss():
     logits, target = _batch()
-    expected = nn.functional.binary_cross_entropy_with_logits(logits, target)
-    assert torch.allclose(_loss("focal", alpha=None, gamma=0.0)(logits, target), expected)
+    dice = _loss("dice", smooth=2.0)(logits, target)  # TI doubles num. and den. at 0.5, 0.5
+    assert torch.allclose(_loss("tversky", alpha=0.5, beta=0.5)(logits, target), dice)
 
 
-def test_focal_down_weights_easy_pixels():
-    logits, target = _batch()
-    assert _loss("focal", alpha=None, gamma=2.0)(logits, target) < _loss(
-        "focal", alpha=None, gamma=0.0
-    )(logits, target)
+def test_missed_tumour_costs_more_than_as_many_false_alarms():
+    big = torch.zeros(1, 1, 8, 8)
+    big[..., 2:6, 2:6] = 1
+    small = big.clone()
+    small[..., 5, 2:6] = 0  # 4 pixels fewer
+    logit = lambda mask: 30.0 * (2 * mask - 1)  # noqa: E731
+    missed = _loss("tversky")(logit(small), big)  # 4 false negatives
+    alarms = _loss("tversky")(logit(big), small)  # 4 false positives
+    assert float(missed) == pytest.approx(1 - 13 / (12 + 0.7 * 4 + 1), rel=1e-5)
+    assert float(alarms) == pytest.approx(1 - 13 / (12 + 0.3 * 4 + 1), rel=1e-5)
+    dice = _loss("tversky", alpha=0.5, beta=0.5)
+    assert float(dice(logit(small), big)) == pytest.approx(float(dice(logit(big), small)))
 
 
-def test_dice_bce_is_the_weighted_sum_of_its_terms():
-    logits, target = _batch()
-    bce = nn.functional.binary_cross_entropy_with_logits(logits, target)
-    prob = torch.sigmoid(logits)
-    dice = (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
-    got = _loss("dice-bce", dice_weight=2.0, bce_weight=0.5)(logits, target)
-    assert torch.allclose(got, 0.5 * bce + 2.0 * (1 - dice))
-
-
-def test_dice_bce_of_an_empty_target_and_prediction_is_near_zero():
-    target = torch.zeros(1, 1, 8, 8)
-    assert float(_loss("dice-bce")(torch.full_like(target, -20.0), target)) < 1e-6
+def test_small_gamma_keeps_a_finite_gradient_at_a_perfect_prediction():
+    _, target = _batch()
+    logits = (50.0 * (2 * target - 1)).requires_grad_(True)
+    value = _loss("tversky", gamma=0.5)(logits, target)
+    value.backward()
+    assert float(value.detach()) < 1e-3 and torch.isfinite(logits.grad).all()
 
 
 @pytest.mark.parametrize(
-    ("name", "params", "message"),
+    ("params", "message"),
     [
-        ("focal", {"alpha": 1.5}, r"`alpha` must lie in \[0.0, 1.0\], got 1.5"),
-        ("focal", {"gamma": -1}, r"`gamma` must lie in \[0.0, inf\], got -1"),
-        ("focal", {"gamma": "2"}, r"`gamma` must be a number, got '2'"),
-        ("dice-bce", {"dice_weight": 0, "bce_weight": 0}, "both 0"),
-        ("dice-bce", {"smooth": 0}, r"`smooth` must be > 0"),
+        ({"alpha": -0.1}, r"`alpha` must lie in \[0.0, inf\], got -0.1"),
+        ({"alpha": 0, "beta": 0}, "both 0"),
+        ({"gamma": 0}, "`gamma` and `smooth` must be > 0"),
+        ({"smooth": "1"}, r"`smooth` must be a number, got '1'"),
     ],
 )
-def test_bad_arguments_name_the_key(name, params, message):
-    with pytest.raises(RecipeError, match=rf"loss: loss '{name}' rejected.*{message}"):
-        _loss(name, **params)
+def test_bad_arguments_name_the_key(params, message):
+    with pytest.raises(RecipeError, match=rf"loss: loss 'tversky' rejected.*{message}"):
+        _loss("tversky", **params)

@@ -22,7 +22,7 @@ from lungseg.inference.figures import read_epoch_log
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny_lraspp.yaml"
 NAMES = {
     "model": ["tv-fcn-resnet50", "tv-deeplabv3-mobilenet", "tv-lraspp-mobilenet"],
-    "loss": ["focal", "dice-bce"],
+    "loss": ["tversky"],
 }
 PROVIDERS = {"model": "lungseg-torchvision:models", "loss": "lungseg-torchvision:losses"}
 
@@ -57,7 +57,9 @@ def test_cli_lists_the_names_with_their_provider(tmp_path):
         assert f"{name} [lungseg-torchvision:models] (in_channels=1, out_channels=1)" in (
             " ".join(shown.stdout.split())
         )
-    assert "[lungseg-torchvision:losses] (alpha=0.25, gamma=2.0)" in shown.stdout
+    assert "tversky [lungseg-torchvision:losses] (alpha=0.3, beta=0.7, gamma=1.0, smooth=1.0)" in (
+        " ".join(shown.stdout.split())
+    )
 
 
 def _fake_dist(site: Path, name: str, source: str) -> None:

@@ -1,7 +1,7 @@
-"""The loss modules behind :mod:`lungseg_torchvision.losses` (imports torch and torchvision).
+"""The loss module behind :mod:`lungseg_torchvision.losses` (imports torch).
 
-:mod:`lungseg_torchvision.losses` imports this module when a recipe builds one of its
-losses, so registering the plugin imports neither torch nor torchvision.
+:mod:`lungseg_torchvision.losses` imports this module when a recipe builds its loss, so
+registering the plugin imports no torch.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import math
 
 import torch
 from torch import nn
-from torchvision.ops import sigmoid_focal_loss
 
 
 def _check_number(key: str, value: object, low: float, high: float = math.inf) -> float:
@@ -21,60 +20,45 @@ def _check_number(key: str, value: object, low: float, high: float = math.inf) -
     return float(value)
 
 
-class FocalLoss(nn.Module):
-    """Sigmoid focal loss (Lin et al. 2017) from ``torchvision.ops``, averaged over pixels.
+class TverskyLoss(nn.Module):
+    """Focal Tversky loss ``(1 - TI) ** gamma`` on logits, pooled over the batch.
+
+    ``TI = (TP + smooth) / (TP + alpha FP + beta FN + smooth)`` with soft counts
+    ``TP = sum(p t)``, ``FP = sum(p (1 - t))``, ``FN = sum((1 - p) t)``, ``p = sigmoid(logits)``
+    (Salehi et al. 2017). ``alpha = beta = 0.5`` is lungseg's ``dice`` loss with ``2 * smooth``;
+    ``beta > alpha`` penalises missed tumour more than false alarms, which favours recall on
+    small lesions.
+    ``gamma < 1`` (Abraham and Khan 2019 use 0.75) keeps the gradient large near TI = 1.
 
     Args:
-        alpha: weight of tumour pixels in [0, 1] (background gets ``1 - alpha``), or
-            ``None`` for no class weighting.
-        gamma: focusing exponent >= 0; 0 gives plain binary cross-entropy.
-
-    Shapes:
-        ``logits`` and ``target`` ``(N, 1, H, W)``, target in {0, 1}; returns a scalar.
-    """
-
-    def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0) -> None:
-        super().__init__()
-        self.alpha = -1.0 if alpha is None else _check_number("alpha", alpha, 0.0, 1.0)
-        self.gamma = _check_number("gamma", gamma, 0.0)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sigmoid_focal_loss(
-            logits, target.to(logits.dtype), self.alpha, self.gamma, reduction="mean"
-        )
-
-
-class DiceBCELoss(nn.Module):
-    """``bce_weight * BCE + dice_weight * (1 - soft Dice)``, on logits.
-
-    The soft Dice is pooled over the whole batch, ``(2 sum(p t) + smooth) /
-    (sum(p) + sum(t) + smooth)`` with ``p = sigmoid(logits)``, so a batch without tumour
-    gives Dice 1 (loss term 0) when the prediction is empty too.
-
-    Args:
-        dice_weight: weight of the Dice term (>= 0).
-        bce_weight: weight of the BCE term (>= 0); the two weights may not both be 0.
-        smooth: added to the Dice numerator and denominator (> 0).
+        alpha: weight of false positives (>= 0).
+        beta: weight of false negatives (>= 0); ``alpha + beta`` must be > 0.
+        gamma: exponent of ``1 - TI`` (> 0); 1 is the plain Tversky loss.
+        smooth: added to the index's numerator and denominator (> 0).
 
     Shapes:
         ``logits`` and ``target`` ``(N, 1, H, W)``, target in {0, 1}; returns a scalar.
     """
 
     def __init__(
-        self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1.0
+        self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 1.0, smooth: float = 1.0
     ) -> None:
         super().__init__()
-        self.dice_weight = _check_number("dice_weight", dice_weight, 0.0)
-        self.bce_weight = _check_number("bce_weight", bce_weight, 0.0)
-        if self.dice_weight == 0 and self.bce_weight == 0:
-            raise ValueError("`dice_weight` and `bce_weight` are both 0; set one of them > 0")
+        self.alpha = _check_number("alpha", alpha, 0.0)
+        self.beta = _check_number("beta", beta, 0.0)
+        if self.alpha + self.beta == 0:
+            raise ValueError("`alpha` and `beta` are both 0; set one of them > 0")
+        self.gamma = _check_number("gamma", gamma, 0.0)
         self.smooth = _check_number("smooth", smooth, 0.0)
-        if self.smooth == 0:
-            raise ValueError("`smooth` must be > 0, got 0")
+        if self.gamma == 0 or self.smooth == 0:
+            raise ValueError(f"`gamma` and `smooth` must be > 0, got {gamma!r} and {smooth!r}")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target = target.to(logits.dtype)
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, target)
-        prob = torch.sigmoid(logits)
-        dice = (2 * (prob * target).sum() + self.smooth) / (prob.sum() + target.sum() + self.smooth)
-        return self.bce_weight * bce + self.dice_weight * (1 - dice)
+        prob = torch.sigmoid(logits.float())  # float32 sums: float16 overflows on a batch
+        target = target.float()
+        tp = (prob * target).sum()
+        fp = prob.sum() - tp
+        fn = target.sum() - tp
+        index = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
+        # 1e-7: (1 - TI) ** gamma has an infinite slope at TI = 1 when gamma < 1
+        return (1 - index).clamp_min(1e-7) ** self.gamma

@@ -1,8 +1,9 @@
-"""Losses for imbalanced tumour masks: sigmoid focal loss and Dice + BCE, both on logits.
+"""A loss lungseg's core lacks: the (focal) Tversky loss, on logits.
 
-Registering this plugin imports neither torch nor torchvision: each factory imports the
-loss modules (:mod:`lungseg_torchvision._losses`) when a recipe builds its loss.
-``FocalLoss`` and ``DiceBCELoss`` are importable from here too (on first use).
+lungseg ships ``bce``, ``dice``, ``dice-bce`` and ``focal``; this plugin adds ``tversky``,
+which weighs missed tumour and false alarms separately. Registering it imports no torch:
+the factory imports the loss module (:mod:`lungseg_torchvision._losses`) when a recipe
+builds the loss. ``TverskyLoss`` is importable from here too (on first use).
 """
 
 from __future__ import annotations
@@ -12,44 +13,33 @@ from typing import TYPE_CHECKING, Any
 from lungseg import hookimpl
 
 if TYPE_CHECKING:
-    from lungseg_torchvision._losses import DiceBCELoss, FocalLoss
+    from lungseg_torchvision._losses import TverskyLoss
 
 
-def focal(alpha: float | None = 0.25, gamma: float = 2.0) -> FocalLoss:
-    """Sigmoid focal loss (Lin et al. 2017) from ``torchvision.ops``, averaged over pixels.
-
-    Args:
-        alpha: weight of tumour pixels in [0, 1] (background gets ``1 - alpha``), or
-            ``None`` for no class weighting.
-        gamma: focusing exponent >= 0; 0 gives plain binary cross-entropy.
-    """
-    from lungseg_torchvision._losses import FocalLoss
-
-    return FocalLoss(alpha, gamma)
-
-
-def dice_bce(dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1.0) -> DiceBCELoss:
-    """``bce_weight * BCE + dice_weight * (1 - soft Dice)``, on logits.
+def tversky(
+    alpha: float = 0.3, beta: float = 0.7, gamma: float = 1.0, smooth: float = 1.0
+) -> TverskyLoss:
+    """Focal Tversky loss ``(1 - TI) ** gamma``, batch-pooled: misses weigh beta, alarms alpha.
 
     Args:
-        dice_weight: weight of the Dice term (>= 0).
-        bce_weight: weight of the BCE term (>= 0); the two weights may not both be 0.
-        smooth: added to the Dice numerator and denominator (> 0).
+        alpha: weight of false positives (>= 0).
+        beta: weight of false negatives (>= 0); ``alpha + beta`` must be > 0.
+        gamma: exponent of ``1 - TI`` (> 0); 1 is the plain Tversky loss.
+        smooth: added to the index's numerator and denominator (> 0).
     """
-    from lungseg_torchvision._losses import DiceBCELoss
+    from lungseg_torchvision._losses import TverskyLoss
 
-    return DiceBCELoss(dice_weight, bce_weight, smooth)
+    return TverskyLoss(alpha, beta, gamma, smooth)
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("FocalLoss", "DiceBCELoss"):
-        from lungseg_torchvision import _losses
+    if name == "TverskyLoss":
+        from lungseg_torchvision._losses import TverskyLoss
 
-        return getattr(_losses, name)
+        return TverskyLoss
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @hookimpl
 def lungseg_add_losses(registry) -> None:
-    registry.add("focal", focal)
-    registry.add("dice-bce", dice_bce)
+    registry.add("tversky", tversky)
