@@ -8,23 +8,28 @@ they never load the registry or rebuild the chain themselves.
 
 Building is lazy: a component's heavy dependencies (torch for a network) are imported only
 when a stage asks for that component, so ``lungseg preprocess`` never imports torch.
+
+The network's input channels follow the data: ``data.context: K`` stacks 2K+1 slices, so the
+model factory gets ``in_channels=2K+1`` (checked when the recipe is assembled).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from lungseg.core.errors import RecipeError
 from lungseg.core.recipe import Component, Recipe
 
 if TYPE_CHECKING:
     from lungseg.core.registry import Registry
     from lungseg.preprocess.chain import Chain
 
-__all__ = ["Parts", "assemble", "registry"]
+__all__ = ["Parts", "assemble", "model_channels", "registry"]
 
 _REGISTRY: Registry | None = None
 
@@ -59,9 +64,13 @@ class Parts:
         return Chain.from_components(self.recipe.preprocess, self.plugins)
 
     def model(self) -> Any:
-        """A new network (``model``): a ``torch.nn.Module`` mapping images to logits."""
+        """A new network (``model``): a ``torch.nn.Module`` mapping images to logits.
+
+        Its ``in_channels`` is ``2 * data.context + 1`` (see :func:`model_channels`).
+        """
         m = self.recipe.model
-        return self.plugins.create("model", m.name, m.params, "model")
+        supplied = model_channels(self.recipe, self.plugins)
+        return self.plugins.create("model", m.name, m.params, "model", **supplied)
 
     def loss(self) -> Any:
         """A new loss (``loss``): ``loss(logits, target) -> scalar tensor``."""
@@ -110,13 +119,53 @@ def assemble(recipe: Recipe | Parts, plugins: Registry | None = None) -> Parts:
         The recipe's :class:`Parts`.
 
     Raises:
-        RecipeError: an unknown plugin name or parameter (naming the recipe key).
+        RecipeError: an unknown plugin name or parameter (naming the recipe key), or a model
+            whose input channels cannot follow ``data.context`` (:func:`model_channels`).
     """
     if isinstance(recipe, Parts):
         return recipe
     plugins = plugins if plugins is not None else registry()
     recipe.check_plugins(plugins)
+    model_channels(recipe, plugins)
     return Parts(_resolved(recipe, plugins), plugins)
+
+
+def model_channels(recipe: Recipe, plugins: Registry) -> dict[str, int]:
+    """What lungseg passes the model factory itself: ``{"in_channels": 2K + 1}`` or nothing.
+
+    ``data.context: K`` feeds 2K+1 slices as channels. A factory with an ``in_channels``
+    parameter gets it, unless the recipe sets ``model.in_channels`` itself to that very
+    number. A factory without an ``in_channels`` parameter is left alone for K = 0 (one
+    channel, as ever); one that takes only ``**kwargs`` gets ``in_channels`` for K > 0.
+
+    Raises:
+        RecipeError: ``model.in_channels`` is set to another number, or K > 0 and the
+            factory takes no ``in_channels``.
+    """
+    context = recipe.data.context
+    channels = 2 * context + 1
+    m = recipe.model
+    if "in_channels" in m.params:
+        if m.params["in_channels"] != channels:
+            raise RecipeError(
+                f"model.in_channels: {m.params['in_channels']!r} conflicts with "
+                f"data.context: {context} (the data has 2 * {context} + 1 = {channels} "
+                f"channels); drop model.in_channels, it follows from data.context"
+            )
+        return {}
+    entry = plugins.get("model", m.name, "model.name")
+    takes_any = any(
+        p.kind == p.VAR_KEYWORD for p in inspect.signature(entry.factory).parameters.values()
+    )
+    if "in_channels" in entry.parameters() or (takes_any and context > 0):
+        return {"in_channels": channels}
+    if context > 0:
+        raise RecipeError(
+            f"data.context: {context} needs {channels} input channels, but the model "
+            f"{m.name!r} has no in_channels parameter (model.in_channels); use a model that "
+            "takes in_channels, or set data.context: 0"
+        )
+    return {}
 
 
 def _resolved(recipe: Recipe, plugins: Registry) -> Recipe:
