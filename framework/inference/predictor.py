@@ -21,6 +21,7 @@ from torch import nn
 from lungseg.core.recipe import Component, Recipe
 from lungseg.data.volume import Volume
 from lungseg.preprocess.chain import Chain
+from lungseg.store.slices import context_indices
 
 
 class PostProcessor(Protocol):
@@ -57,16 +58,21 @@ def predict_probs(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     tta: bool = False,
+    context: int = 0,
 ) -> np.ndarray:
     """Tumour probabilities for preprocessed slices.
 
     Args:
-        model: returns logits ``(N, 1, H, W)``.
-        slices: ``(n, H, W)`` preprocessed images (any float dtype).
+        model: returns logits ``(N, 1, H, W)`` for images ``(N, 2 * context + 1, H, W)``.
+        slices: ``(n, H, W)`` preprocessed images of one case (any float dtype), in order.
         batch_size: slices per forward pass.
         device: where to run.
         tta: also run each slice mirrored along ``H`` (left-right on the canonical grid)
             and average the two probabilities.
+        context: ``data.context``: each slice goes in with the ``context`` slices on either
+            side as channels, the end slices repeated past the ends, as in training
+            (:func:`~lungseg.store.slices.context_indices`). Stacks are built one batch at a
+            time.
 
     Returns:
         float32 ``(n, H, W)`` probabilities (sigmoid of the logits).
@@ -74,13 +80,17 @@ def predict_probs(
     model = model.to(device).eval()
     out = np.empty(slices.shape, dtype=np.float32)
     for start in range(0, len(slices), batch_size):
-        chunk = np.asarray(slices[start : start + batch_size], dtype=np.float32)
-        batch = torch.from_numpy(chunk)[:, None].to(device, non_blocking=True)
+        stop = min(start + batch_size, len(slices))
+        rows = context_indices(start, stop, len(slices), context)
+        first = int(rows[0, 0])
+        chunk = np.asarray(slices[first : int(rows[-1, -1]) + 1], dtype=np.float32)
+        stack = chunk[:, None] if context == 0 else chunk[rows - first]  # (b, 2K+1, H, W)
+        batch = torch.from_numpy(stack).to(device, non_blocking=True)
         probs = torch.sigmoid(model(batch).float())
         if tta:
             mirrored = torch.sigmoid(model(torch.flip(batch, dims=(-2,))).float())
             probs = (probs + torch.flip(mirrored, dims=(-2,))) / 2
-        out[start : start + len(chunk)] = probs[:, 0].cpu().numpy()
+        out[start:stop] = probs[:, 0].cpu().numpy()
     return out
 
 
@@ -126,6 +136,8 @@ class Predictor:
         device: where the network runs (default: CUDA when available).
         tta: average each slice's probabilities with those of its left-right mirror.
         posts: postprocessors applied to the thresholded mask, in order.
+        context: ``data.context`` the network was trained with: each slice goes in with
+            the ``context`` slices on either side (ends repeated), as in training.
     """
 
     def __init__(
@@ -138,7 +150,10 @@ class Predictor:
         device: str | torch.device | None = None,
         tta: bool = False,
         posts: list[PostProcessor] | None = None,
+        context: int = 0,
     ) -> None:
+        if context < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
         self.model = model
         self.chain = chain
         self.threshold = threshold
@@ -146,6 +161,7 @@ class Predictor:
         self.device = device or default_device()
         self.tta = tta
         self.posts = list(posts or [])
+        self.context = context
         self.timings = Timings()
 
     def scan(
@@ -175,14 +191,17 @@ class Predictor:
         """Predict preprocessed slices ``(n, H, W)`` whose chain recorded ``trace``.
 
         Args:
-            slices: the preprocessed slices (a stored case, or the chain's output).
+            slices: the preprocessed slices of the whole kept range (a stored case, or the
+                chain's output), in order: each one's neighbours are its context.
             trace: what each chain step recorded, to invert it.
             image: the scan's Hounsfield units, for postprocessors that look at the scan
                 (``None`` when there are no postprocessors).
             spacing: mm per axis of the scan, for postprocessors.
         """
         with self.timings.stage("model"):
-            probs = predict_probs(self.model, slices, self.batch_size, self.device, tta=self.tta)
+            probs = predict_probs(
+                self.model, slices, self.batch_size, self.device, self.tta, self.context
+            )
         with self.timings.stage("invert"):
             back = self.chain.invert(np.moveaxis(probs, 0, 2), trace, is_label=False)
         with self.timings.stage("threshold + postprocess"):
@@ -201,6 +220,9 @@ class Predictor:
         postprocessors: list[Component] | None = None,
     ) -> tuple[Predictor, Recipe]:
         """The predictor a checkpoint describes; unset settings come from its recipe.
+
+        Its context (``data.context``) is always the checkpoint's: the network takes
+        ``2 * context + 1`` channels.
 
         Returns:
             The predictor, and the checkpoint's recipe.
@@ -223,6 +245,7 @@ class Predictor:
             device=device,
             tta=cfg.tta if tta is None else tta,
             posts=parts.postprocessors(postprocessors),
+            context=recipe.data.context,
         )
         return predictor, recipe
 

@@ -17,16 +17,19 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from lungseg.core.build import Parts
 from lungseg.core.errors import DataError, RecipeError
 from lungseg.core.recipe import AugmentConfig, Recipe
-from lungseg.store.slices import SliceStore
+from lungseg.store.slices import SliceStore, context_indices
 from lungseg.training.sampling import ShardSampler
 
 
 def build_augment(cfg: AugmentConfig, seed: int) -> A.Compose | None:
     """The seed's affine augmentation (rotation, scale, translation), image and mask jointly.
 
-    Masks use nearest-neighbour interpolation, so they stay binary. ``cfg.transform``, an
-    albumentations serialised transform (``A.to_dict(t)``), replaces the affine; whatever it
-    does to the mask, :class:`SliceDataset` thresholds the mask back to {0, 1} at 0.5.
+    Masks use nearest-neighbour interpolation, so they stay binary. Images may be ``(H, W)``
+    or ``(H, W, C)``: the channels of a 2.5D stack move together, each exactly as a lone
+    slice would with the same seed. ``cfg.transform``, an albumentations serialised transform
+    (``A.to_dict(t)``), replaces the affine (it must accept ``2K+1`` channels when
+    ``data.context`` is K); whatever it does to the mask, :class:`SliceDataset` thresholds
+    the mask back to {0, 1} at 0.5.
 
     Args:
         cfg: the recipe's ``augment`` section.
@@ -64,27 +67,47 @@ def build_augment(cfg: AugmentConfig, seed: int) -> A.Compose | None:
 
 
 class SliceDataset(Dataset):
-    """(image, mask) slice pairs of some cases of a :class:`SliceStore`.
+    """(image, mask) slice pairs of some cases of a :class:`SliceStore`, with 2.5D context.
 
-    Items are ``(image, mask)`` float32 tensors of shape ``(1, H, W)``; masks in {0, 1}.
+    Item ``i`` is slice ``k`` of a case: ``image`` float32 ``(2K+1, H, W)``, the case's
+    slices ``k - K`` to ``k + K`` (slices past either end of the stored range repeat the end
+    slice, so a stack never reaches another case), and ``mask`` float32 ``(1, H, W)`` in
+    {0, 1}, the centre slice's. With K = 0 (the seed's setup) the image is ``(1, H, W)``.
 
     Args:
         store: the slice store.
         case_ids: the cases to serve (one split).
-        transform: albumentations transform applied to training items, or ``None``.
+        transform: albumentations transform applied to training items, or ``None``; every
+            channel and the mask move together.
+        context: ``data.context``, K slices on each side of the centre.
+
+    Raises:
+        ValueError: ``context`` is negative.
     """
 
-    def __init__(self, store: SliceStore, case_ids: list[str], transform: A.Compose | None = None):
+    def __init__(
+        self,
+        store: SliceStore,
+        case_ids: list[str],
+        transform: A.Compose | None = None,
+        context: int = 0,
+    ) -> None:
+        if context < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
         self.store = store
         self.case_ids = list(case_ids)
         self.transform = transform
+        self.context = context
         index, labels = [], []
+        #: slices of each case (its stored, kept range).
+        self.slices: dict[str, int] = {}
         for case_id in self.case_ids:
             counts = store.tumor_pixels(case_id)
+            self.slices[case_id] = len(counts)
             index.extend((case_id, k) for k in range(len(counts)))
             labels.append(counts > 0)
         self.index = index
-        #: 1 where the slice contains tumour: the class label of each item (the seed's step 3A).
+        #: 1 where the (centre) slice contains tumour: each item's class (the seed's step 3A).
         self.slice_labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, int)
 
     def __len__(self) -> int:
@@ -92,13 +115,28 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         case_id, k = self.index[i]
-        image, mask = self.store.read_slice(case_id, k)  # may be views of the store's cache
-        img = image.astype(np.float32)  # a copy: augmentation never touches the cache
-        msk = mask
+        img, msk = self._read(case_id, k)
         if self.transform is not None:
-            out = self.transform(image=img, mask=msk)
-            img, msk = np.ascontiguousarray(out["image"]), out["mask"] >= 0.5
-        return torch.from_numpy(img[None]), torch.from_numpy(msk[None].astype(np.float32))
+            img, msk = self._augment(img, msk)
+        return torch.from_numpy(img), torch.from_numpy(msk[None].astype(np.float32))
+
+    def _read(self, case_id: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slice ``k``'s stack, float32 ``(2K+1, H, W)`` (a copy), and its mask ``(H, W)``."""
+        if self.context == 0:
+            image, mask = self.store.read_slice(case_id, k)  # may be views of the store's cache
+            return image.astype(np.float32)[None], mask  # a copy: augmentation never touches it
+        rows = context_indices(k, k + 1, self.slices[case_id], self.context)[0]
+        start = int(rows[0])
+        images, masks = self.store.read_slices(case_id, start, int(rows[-1]) + 1)
+        return images[rows - start], masks[k - start]  # indexing with an array copies
+
+    def _augment(self, img: np.ndarray, msk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``transform`` on a ``(C, H, W)`` stack and its mask; the mask thresholded at 0.5."""
+        if len(img) == 1:  # a lone slice goes in as (H, W), as it always has
+            out = self.transform(image=img[0], mask=msk)
+            return np.ascontiguousarray(out["image"])[None], out["mask"] >= 0.5
+        out = self.transform(image=np.ascontiguousarray(np.moveaxis(img, 0, -1)), mask=msk)
+        return np.ascontiguousarray(np.moveaxis(out["image"], -1, 0)), out["mask"] >= 0.5
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -171,8 +209,11 @@ class SliceDataModule(pl.LightningDataModule):
         s = self.recipe.split
         self.splits = split_cases(cases, s.val_fraction, s.test_fraction, s.seed)
         augment = build_augment(self.recipe.augment, self.recipe.trainer.seed)
-        self.train_set = SliceDataset(store, self.splits["train"], augment)
-        self.val_set = SliceDataset(store, self.splits["val"] or self.splits["train"])
+        context = self.recipe.data.context
+        self.train_set = SliceDataset(store, self.splits["train"], augment, context)
+        self.val_set = SliceDataset(
+            store, self.splits["val"] or self.splits["train"], context=context
+        )
 
     def write_split(self, output: str | Path) -> Path:
         path = Path(output) / "split.json"

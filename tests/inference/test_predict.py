@@ -12,15 +12,20 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import yaml
 from torch import nn
 
 from lungseg.core.errors import CheckpointError
 from lungseg.core.manager import load_registry
+from lungseg.core.recipe import load_recipe
+from lungseg.data.volume import read_image
 from lungseg.inference.figures import PRED_COLOUR, TRUE_COLOUR, case_view
 from lungseg.inference.predict import predict
-from lungseg.inference.predictor import predict_probs
+from lungseg.inference.predictor import Predictor, predict_probs
 from lungseg.training.checkpoint import load_checkpoint
+from lungseg.training.dataset import open_store
 
+from ..conftest import tiny_recipe_dict
 from .test_figures import check_contour, colour_mask, panels
 
 
@@ -220,3 +225,60 @@ def test_inside_lungs_drops_lesions_outside_the_lungs():
     assert out.sum() == 18
     wide = _post("inside-lungs", margin_mm=12.0)(mask, image, (1.0, 1.0, 2.0))
     assert wide[28:31, 20:23, 2:4].all() and not wide[0:2, 0:2, 1].any()
+
+
+@pytest.fixture(scope="module")
+def trained_with_context(tiny_dataset, tmp_path_factory):
+    """The tiny recipe with ``data.context: 1``, trained for one epoch: ``(recipe, best)``."""
+    from lungseg.preprocess.run import run_preprocess
+    from lungseg.training.train import train
+
+    work = tmp_path_factory.mktemp("context")
+    raw = tiny_recipe_dict(tiny_dataset, work)
+    raw["data"]["context"] = 1
+    raw["trainer"]["max_epochs"] = 1
+    path = work / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    recipe = load_recipe(path)
+    run_preprocess(recipe, workers=1)
+    return recipe, Path(train(recipe).best)
+
+
+def _scan_and_store_agree(recipe, best) -> Predictor:
+    """Predict each stored case from its raw scan and from its stored slices: the same."""
+    predictor, trained = Predictor.from_checkpoint(best, device="cpu", threshold=0.5)
+    assert predictor.context == trained.data.context == recipe.data.context
+    first = next(m for m in predictor.model.modules() if isinstance(m, nn.Conv2d))
+    assert first.in_channels == 2 * predictor.context + 1
+    store = open_store(recipe)
+    for case in store.cases()[:2]:
+        attrs = store.attrs(case)
+        image, geometry = read_image(attrs["image_path"])
+        from_scan = predictor.scan(image, geometry.affine, geometry.spacing)
+        slices, _ = store.read_case(case)
+        from_store = predictor.stored(slices, attrs["trace"], None, geometry.spacing)
+        assert from_scan.slice_probs.shape == from_store.slice_probs.shape == slices.shape
+        # the store keeps float16 slices: the probabilities differ by rounding only
+        np.testing.assert_allclose(from_scan.slice_probs, from_store.slice_probs, atol=1e-3)
+        np.testing.assert_allclose(from_scan.probs, from_store.probs, atol=1e-3)
+        assert from_scan.probs.shape == image.shape
+    return predictor
+
+
+@pytest.mark.slow
+def test_a_context_network_predicts_raw_scans_as_their_stored_slices(trained_with_context):
+    recipe, best = trained_with_context
+    assert recipe.data.context == 1
+    predictor = _scan_and_store_agree(recipe, best)
+    # the context matters: the same slices without their neighbours give other probabilities
+    slices, _ = open_store(recipe).read_case(open_store(recipe).cases()[0])
+    alone = np.repeat(slices[:, None], 3, axis=1)
+    with torch.inference_mode():
+        flat = torch.sigmoid(predictor.model(torch.from_numpy(alone))).numpy()[:, 0]
+    assert not np.allclose(flat, predict_probs(predictor.model, slices, context=1), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_without_context_raw_scans_and_stored_slices_agree_as_before(tiny_trained):
+    recipe, best = tiny_trained
+    assert _scan_and_store_agree(recipe, best).context == 0

@@ -108,3 +108,23 @@ def test_serialised_albumentations_transform_from_the_recipe():
     np.testing.assert_array_equal(out["mask"], mask[:, ::-1])
     with pytest.raises(RecipeError, match=r"augment\.transform"):
         build_augment(AugmentConfig(transform={"transform": {"name": "nope"}}), seed=0)
+
+
+def test_data_module_stacks_the_recipes_context(tiny_recipe):
+    from lungseg.training.dataset import SliceDataModule
+
+    tiny_recipe.data.context = 2
+    tiny_recipe.augment = AugmentConfig(p=1.0, rotate=30, scale=[0.8, 1.2], translate=0.1)
+    run_preprocess(tiny_recipe, workers=1, progress=False)
+    data = SliceDataModule(assemble(tiny_recipe))
+    data.setup("fit")
+    assert data.train_set.context == data.val_set.context == 2
+    images, masks = next(iter(data.train_dataloader()))
+    assert images.shape == (8, 5, 32, 32) and masks.shape == (8, 1, 32, 32)
+    images, masks = next(iter(data.val_dataloader()))
+    assert images.shape == (8, 5, 32, 32) and masks.shape == (8, 1, 32, 32)
+    store = SliceStore(tiny_recipe.store.path)
+    case = data.val_set.case_ids[0]
+    stored, _ = store.read_case(case)
+    np.testing.assert_array_equal(images[0].numpy(), stored[[0, 0, 0, 1, 2]])  # ends repeated
+    np.testing.assert_array_equal(images[3].numpy(), stored[[1, 2, 3, 4, 5]])
