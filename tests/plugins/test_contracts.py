@@ -34,6 +34,8 @@ DEFAULT_PLUGIN_MODULES = sorted(
         ("normalize", {"clip": [-1000, 400]}, 1.0),
         ("resize", {"size": 32}, 0.8),  # nearest-neighbour both ways
         ("resize", {"size": 13}, 0.6),  # downsampling a 6-voxel block loses a row or column
+        ("resample", {"spacing": 0.6, "size": 32}, 0.95),  # up-sampled and padded
+        ("resample", {"spacing": 0.8, "size": 16}, 1.0),  # cropped at the probe's spacing
     ],
 )
 def test_default_preprocessors(name, params, min_dice):
@@ -57,6 +59,11 @@ def test_unet_at_the_recipe_size_and_odd_sizes():
 @pytest.mark.parametrize("params", [{}, {"pos_weight": 3.0}])
 def test_bce_loss(params):
     testing.check_registered("loss", "bce", params)
+
+
+@pytest.mark.parametrize("name", ["dice", "dice-bce", "focal"])
+def test_default_losses(name):
+    testing.check_registered("loss", name)  # tests/plugins/test_losses.py checks their values
 
 
 @pytest.mark.parametrize("name", ["dice", "iou", "precision", "recall"])
