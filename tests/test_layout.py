@@ -42,7 +42,7 @@ def _modules() -> dict[str, Path]:
 
 def _imports(path: Path, known: set[str]) -> set[str]:
     out: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:

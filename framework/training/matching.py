@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from lungseg.core.build import registry
+from lungseg.core.build import model_channels, registry
 from lungseg.core.errors import CheckpointError, LungsegError
 from lungseg.core.recipe import Recipe
 
@@ -22,6 +22,7 @@ def _model_params(recipe: Recipe) -> dict[str, Any]:
     params = dict(recipe.model.params)
     try:
         entry = registry().get("model", recipe.model.name)
+        params.update(model_channels(recipe, registry()))  # in_channels follows data.context
     except LungsegError:
         return _plain(params)
     for name, param in entry.parameters().items():

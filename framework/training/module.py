@@ -63,7 +63,7 @@ class SegmentationModule(pl.LightningModule):
         self.__dict__["_compiled"] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, 1, H, W)`` for images ``(N, 1, H, W)``."""
+        """Logits ``(N, 1, H, W)`` for images ``(N, 2K+1, H, W)`` (``data.context: K``)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         compiled = self.__dict__["_compiled"]
