@@ -82,7 +82,9 @@ def test_the_example_plugin_registers_without_torch(tmp_path):
     assert "tv-lraspp-mobilenet [lungseg-torchvision:models] (in_channels=1, out_channels=1)" in (
         flat
     )
-    assert "focal [lungseg-torchvision:losses] (alpha=0.25, gamma=2.0)" in flat
+    assert "tversky [lungseg-torchvision:losses] (alpha=0.3, beta=0.7, gamma=1.0, smooth=1.0)" in (
+        flat
+    )
     assert report["heavy"] == []
 
 
