@@ -5,12 +5,14 @@ the same level; ``lung-crop`` looks at each scan and keeps the slices from the l
 the apices (plus a margin in millimetres), so scans of any extent (abdomen included or not,
 neck included or not) reach the model covering the same anatomy. docs/store.md compares them.
 
-Lung is found as air-density tissue inside the body (:func:`lungseg.api.air_inside_body`):
-voxels below ``threshold`` HU not connected, within their slice, to the image border (that
-air is outside the patient). Of their 3D components, those that are mostly gas (median below
-``gas_below`` HU: bowel gas, the stomach bubble, the trachea, all near -1000) are dropped;
-lung parenchyma is -700 to -900. The largest remaining component and every one at least
-``min_component`` of its size (the other lung) are the lungs. The search runs on a grid
+Lung is found as air-density tissue inside the body (:func:`lung_air`): voxels below
+``threshold`` HU not connected, within their slice, to the image border
+(:func:`lungseg.api.air_inside_body`: that air is outside the patient), and those that are,
+where the field of view cuts through the chest: air that touches the border but is not gas
+and lies within the body's outline. Of their 3D components, those that are mostly gas
+(median below ``gas_below`` HU: bowel gas, the stomach bubble, the trachea, all near -1000)
+are dropped; lung parenchyma is -700 to -900. The largest remaining component and every one at
+least ``min_component`` of its size (the other lung) are the lungs. The search runs on a grid
 thinned to about 128 voxels across, so it costs a few hundredths of the time of reading the
 scan.
 """
@@ -99,8 +101,8 @@ def lung_extent(
 ) -> tuple[int, int] | None:
     """The slices ``[first, last + 1)`` holding lung in an ``(X, Y, Z)`` HU volume.
 
-    Air inside the body is :func:`lungseg.api.air_inside_body`; of its 3D components, the
-    mostly-gas ones are dropped and the largest and those near its size are the lungs.
+    Air inside the body is :func:`lung_air`; of its 3D components, the mostly-gas ones are
+    dropped and the largest and those near its size are the lungs.
 
     Returns:
         ``(start, stop)`` on the slice axis, or ``None`` when no lung-like region exists.
@@ -109,7 +111,7 @@ def lung_extent(
 
     step = max(1, round(min(image.shape[:2]) / 128))
     thin = image[::step, ::step, :]  # thinned in-plane only: every slice counts
-    inside = air_inside_body(thin, threshold)
+    inside = lung_air(thin, threshold, gas_below)
     labels, count = ndimage.label(inside)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     gas = np.bincount(labels[inside & (thin < gas_below)], minlength=count + 1)[1:]
@@ -123,9 +125,51 @@ def lung_extent(
     return int(start), int(stop)
 
 
+def lung_air(image: np.ndarray, threshold: float = -400.0, gas_below: float = -950.0) -> np.ndarray:
+    """Air-like voxels of an ``(X, Y, Z)`` HU volume that may be lung: inside the body.
+
+    That is :func:`lungseg.api.air_inside_body` (air not connected to the image border within
+    its slice) and, for a field of view that cuts through the chest, each border-touching air
+    region of a slice that is not gas (at most a quarter of its voxels below ``gas_below``:
+    outside air is about -1000 HU, or the scanner's padding below it) and lies
+    mostly within the body's outline: between tissue of the body (its largest 3D component of
+    voxels at or above ``threshold``) on both sides along a row or along a column.
+
+    Where the view cuts through the body, pockets of outside air between the back and the
+    table, or bowel gas blurred with its contents, may pass as lung too: a crop then keeps
+    more slices than it needs.
+    """
+    from scipy import ndimage
+
+    inside = air_inside_body(image, threshold)
+    cut = (image < threshold) & ~inside
+    if not cut.any():
+        return inside
+    plane = np.zeros((3, 3, 3), bool)
+    plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    labels, count = ndimage.label(cut, structure=plane)
+    total = np.bincount(labels.ravel(), minlength=count + 1)
+    gas = np.bincount(labels[cut & (image < gas_below)], minlength=count + 1)
+    keep = 4 * gas <= total  # stricter than for enclosed air: a quarter, not half
+    keep[0] = False
+    if not keep.any():  # all outside air: the whole body is in view
+        return inside
+    tissue, _ = ndimage.label(image >= threshold)
+    sizes = np.bincount(tissue.ravel())
+    sizes[0] = 0
+    body = tissue == sizes.argmax()
+    between = np.zeros(body.shape, bool)
+    for axis in (0, 1):
+        ahead = np.maximum.accumulate(body, axis=axis)
+        behind = np.flip(np.maximum.accumulate(np.flip(body, axis), axis=axis), axis)
+        between |= ahead & behind
+    keep &= 2 * np.bincount(labels[between & cut], minlength=count + 1) > total
+    return inside | keep[labels]
+
+
 @hookimpl
 def lungseg_add_preprocessors(registry) -> None:
     registry.add("lung-crop", LungCrop)
 
 
-__all__ = ["LungCrop", "lung_extent"]
+__all__ = ["LungCrop", "lung_air", "lung_extent"]

@@ -251,6 +251,73 @@ def test_lung_crop_on_a_real_abdominal_ct_finds_the_lung_bases_not_bowel_gas():
     assert out.image.shape[2] == trace[1]["stop"] - trace[1]["start"]
 
 
+def zoomed_case(
+    seed: int, size: int, slices: int, abdomen: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A synthetic scan reconstructed with a field of view zoomed inside the chest.
+
+    ``make_case`` cropped in-plane (the affine moved to match): the lungs reach the image
+    border on every slice that holds tumour, as on a real scan with a tight field of view.
+    """
+    from lungseg.data.synth import make_case
+
+    image, label, affine = make_case(seed, size=size, slices=slices, abdomen_slices=abdomen)
+    x0, y0 = size // 5, size // 5 + size // 16
+    box = np.s_[x0 : size - x0, y0 : size - x0]
+    shift = np.eye(4)
+    shift[:2, 3] = x0, y0
+    return np.ascontiguousarray(image[box]), np.ascontiguousarray(label[box]), affine @ shift
+
+
+@pytest.mark.parametrize(("seed", "size", "slices", "abdomen"), [(2, 64, 72, 30), (4, 32, 40, 10)])
+def test_lung_crop_keeps_the_tumour_when_the_view_cuts_through_the_lungs(
+    seed, size, slices, abdomen
+):
+    from lungseg.api import air_inside_body
+
+    image, label, affine = zoomed_case(seed, size, slices, abdomen)
+    tumour = np.flatnonzero(label.any((0, 1)))
+    touching = (image[[0, -1]] < -400).any((0, 1)) | (image[:, [0, -1]] < -400).any((0, 1))
+    assert touching[tumour].all()  # the lungs touch the border wherever the tumour is
+    # air that touches the border was taken for outside air: these lungs were lost there
+    missed = ~(air_inside_body(image) & (image > -950)).any((0, 1))
+    assert missed[tumour].mean() > 0.5
+    volume = Volume(image.astype(np.float32), label, affine, "zoomed.nii.gz")
+    out, trace = _lung_chain(margin_mm=0).forward(volume)
+    assert abdomen - 1 <= trace[1]["lung"][0] <= abdomen + 3 and trace[1]["lung"][1] == slices
+    assert out.mask.sum() == label.sum()  # every tumour voxel kept
+
+
+def test_lung_air_adds_border_air_only_where_the_view_cuts_the_lungs():
+    from lungseg.api import air_inside_body
+    from lungseg.data.synth import make_case
+    from lungseg.plugins.lung_crop import lung_air
+
+    image = make_case(0, size=32, slices=40, abdomen_slices=10)[0].astype(np.float32)
+    # the whole body in view: the air touching the border is outside air (gas), left out
+    np.testing.assert_array_equal(lung_air(image), air_inside_body(image))
+    zoomed = zoomed_case(0, 32, 40, 10)[0].astype(np.float32)
+    found, enclosed = lung_air(zoomed), air_inside_body(zoomed)
+    assert (found >= enclosed).all() and found.sum() > 2 * enclosed.sum()
+    assert np.median(zoomed[found & ~enclosed]) > -950  # parenchyma, not gas
+    assert not (found & ~enclosed)[:, :, :10].any()  # no border air taken in the abdomen
+
+
+def test_lung_crop_on_a_zoomed_real_ct_keeps_the_lung_bases():
+    from ..conftest import SHARED_CT
+
+    if not SHARED_CT.is_file():
+        pytest.skip("shared/data/real-ct is not here")
+    from lungseg.data.volume import read_image
+
+    image, geometry = read_image(SHARED_CT)
+    zoomed = np.ascontiguousarray(image[30:-30, 25:-25])  # the lung bases reach the border
+    assert (zoomed[:, :, 105][[0, -1]] < -400).any() or (zoomed[:, :, 105][:, [0, -1]] < -400).any()
+    _, trace = _lung_chain().forward(Volume(zoomed, None, geometry.affine, str(SHARED_CT)))
+    start, stop = trace[1]["lung"]
+    assert start <= 101 and stop == 112  # the lung bases (the top ~12 slices) stay
+
+
 def test_lung_crop_keeps_the_preprocessor_contract():
     from lungseg import testing
     from lungseg.data.synth import make_case
