@@ -36,6 +36,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         slices=args.slices,
         abdomen_slices=args.abdomen_slices,
         test_cases=args.test_cases,
+        preset=args.preset,
         overwrite=args.overwrite,
     )
     print(f"synthetic dataset: {root}")
@@ -193,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d.test_cases,
         help="unlabelled scans in imagesTs/ (%(default)s)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=["easy", "hard"],
+        default=d.preset,
+        help="easy: the quickstart's scans; hard: varied anatomy, spacing and lesions, "
+        "some scans without tumour (%(default)s)",
     )
     _add_overwrite(p, "replace a synthetic dataset lungseg made there")
     p.set_defaults(func=cmd_synth)
