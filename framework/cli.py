@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from lungseg import __version__
-from lungseg.core.errors import LungsegError
+from lungseg.core.errors import LungsegError, LungsegWarning
 
 EXIT_USER_ERROR = 2
+_PYTHON_FORMAT = warnings.formatwarning
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """lungseg's own warnings as one line, like its errors; others as Python shows them."""
+    if issubclass(category, LungsegWarning):
+        return f"lungseg: warning: {message}\n"
+    return _PYTHON_FORMAT(message, category, filename, lineno, line)
 
 
 def _parts(args: argparse.Namespace):
@@ -267,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.formatwarning = _warning_line
     try:
         return args.func(args)
     except LungsegError as exc:

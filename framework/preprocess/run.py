@@ -4,33 +4,56 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from lungseg.core.build import Parts, assemble
-from lungseg.core.errors import DataError, LungsegError, RecipeError
+from lungseg.core.errors import DataError, LungsegError, LungsegWarning, RecipeError
 from lungseg.core.recipe import Recipe, recipe_from_dict
 from lungseg.core.safety import check_recipe_paths
 from lungseg.data.msd import Case, find_cases
 from lungseg.data.sources import prepare_source
 from lungseg.data.volume import Volume, read_image, read_label
-from lungseg.preprocess.chain import Chain
+from lungseg.preprocess.chain import Chain, is_crop
 from lungseg.store.slices import SliceStore
 
 
 @dataclass
 class PreprocessReport:
-    """What one ``preprocess`` call did."""
+    """What one ``preprocess`` call did.
+
+    ``tumour_removed`` maps each case written whose tumour the chain's crops cut into to the
+    share of its labelled voxels they removed (each also warned about).
+    """
 
     written: list[str]
     skipped: list[str]
     failed: dict[str, str]
     slices: int
     seconds: float
+    tumour_removed: dict[str, float] = field(default_factory=dict)
+
+
+class _Tally:
+    """A chain step that also records the share of tumour voxels each crop keeps."""
+
+    def __init__(self, step: Any, kept: list[float]) -> None:
+        self.step, self.kept = step, kept
+
+    def apply(self, volume: Volume) -> tuple[Volume, dict[str, Any]]:
+        before = 0 if volume.mask is None else int(np.count_nonzero(volume.mask))
+        out, info = self.step.apply(volume)
+        if before and is_crop(info) and out.mask is not None:
+            self.kept.append(int(np.count_nonzero(out.mask)) / before)
+        return out, info
+
+    def invert(self, array: np.ndarray, info: dict[str, Any], *, is_label: bool) -> np.ndarray:
+        return self.step.invert(array, info, is_label=is_label)
 
 
 _WORKER_CHAINS: dict[str, Chain] = {}
@@ -54,6 +77,10 @@ def preprocess_case(
     they can and no reference to an earlier stage's full-size array is kept: the peak is about
     the stored voxels plus one float32 copy of the scan.
 
+    The attributes record the labelled voxels read (``tumour_voxels``) and the share of them
+    in the slices the chain's crops dropped (``tumour_removed_fraction``; 0 when the scan has
+    no label or no tumour): a crop that cuts into the tumour is not silent.
+
     Returns:
         The preprocessed volume, the chain's trace and the attributes to store.
 
@@ -65,9 +92,11 @@ def preprocess_case(
     mask = None
     if case.label is not None:
         mask = read_label(case.label, geometry, str(case.image))
+    tumour = 0 if mask is None else int(np.count_nonzero(mask))
     volume = Volume(image, mask, geometry.affine, str(case.image), owned=True)
     del image, mask  # the chain may drop or overwrite them
-    volume, trace = chain.forward(volume)
+    kept: list[float] = []
+    volume, trace = Chain([(n, _Tally(step, kept)) for n, step in chain.steps]).forward(volume)
     attrs = {
         "geometry": geometry.to_attrs(),
         "trace": trace,
@@ -76,11 +105,14 @@ def preprocess_case(
         ),
         "image_path": str(case.image),
         "label_path": None if case.label is None else str(case.label),
+        "tumour_voxels": tumour,
+        "tumour_removed_fraction": round(1 - float(np.prod(kept)), 6) if tumour else 0.0,
     }
     return volume, trace, attrs
 
 
-def _work(case: Case, recipe_dict: dict, store_path: str, options: dict) -> tuple[str, int]:
+def _work(case: Case, recipe_dict: dict, store_path: str, options: dict) -> tuple[str, Any]:
+    """Preprocess and store one case; returns its id, slices stored and tumour removed."""
     recipe = recipe_from_dict(recipe_dict)
     volume, _, attrs = preprocess_case(case, _worker_chain(recipe))
     attrs.update(preprocess=recipe.preprocess_dict(), preprocess_hash=recipe.preprocess_hash())
@@ -88,7 +120,8 @@ def _work(case: Case, recipe_dict: dict, store_path: str, options: dict) -> tupl
     mask = None if volume.mask is None else np.moveaxis(volume.mask, 2, 0)
     del volume
     SliceStore(store_path, options, cache_bytes=0).write_case(case.case_id, image, mask, attrs)
-    return case.case_id, image.shape[0]
+    removed = (attrs["tumour_removed_fraction"], attrs["tumour_voxels"])
+    return case.case_id, (image.shape[0], removed)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -118,6 +151,9 @@ def run_preprocess(
     can be repeated; a case a killed run left half-written is invisible and rewritten.
     A case that fails (unreadable file, image/label mismatch, a step's refusal) is
     reported and the others are still stored; nothing already in the store is changed.
+    A case whose tumour the chain's crops cut into is stored, reported in
+    ``tumour_removed`` and warned about (:class:`~lungseg.core.errors.LungsegWarning`,
+    naming the case and the share of its tumour removed).
 
     Args:
         recipe: names the data, the chain and the store (a recipe, or its assembled parts).
@@ -153,15 +189,14 @@ def run_preprocess(
     todo = [c for c in cases if c.case_id not in done]
     skipped = [c.case_id for c in cases if c.case_id in done]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    written: list[str] = []
-    failed: dict[str, str] = {}
-    slices = 0
+    report = PreprocessReport([], skipped, {}, 0, 0.0)
+    cut: dict[str, tuple[float, int]] = {}  # case: (share of its tumour removed, tumour voxels)
     bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress)
     args = (recipe.to_dict(), store.path, store.storage_options)
     if workers == 1:
         results = (_run_one(c, args) for c in todo)
         for case_id, outcome in results:
-            slices += _collect(case_id, outcome, written, failed, bar)
+            _collect(case_id, outcome, report, cut, bar)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(_work, c, *args): c.case_id for c in todo}
@@ -172,10 +207,19 @@ def run_preprocess(
                     outcome = exc
                 except Exception as exc:  # a worker crash is reported with its case
                     outcome = exc
-                slices += _collect(futures[future], outcome, written, failed, bar)
+                _collect(futures[future], outcome, report, cut, bar)
     bar.close()
-    seconds = time.perf_counter() - start
-    report = PreprocessReport(sorted(written), skipped, failed, slices, seconds)
+    report.written.sort()
+    report.seconds = time.perf_counter() - start
+    for case_id, (share, voxels) in sorted(cut.items()):
+        report.tumour_removed[case_id] = share
+        warnings.warn(
+            f"{case_id}: the preprocessing chain's crops removed {100 * share:.3g}% of its tumour "
+            f"({round(share * voxels)} of {voxels} labelled voxels); check the crop steps",
+            LungsegWarning,
+            stacklevel=2,
+        )
+    failed = report.failed
     if failed:
         lines = "; ".join(f"{cid}: {why}" for cid, why in sorted(failed.items()))
         raise DataError(
@@ -191,10 +235,15 @@ def _run_one(case: Case, args: tuple) -> tuple[str, Any]:
         return case.case_id, exc
 
 
-def _collect(case_id: str, outcome: Any, written: list, failed: dict, bar: tqdm) -> int:
+def _collect(case_id: str, outcome: Any, report: PreprocessReport, cut: dict, bar: tqdm) -> None:
+    """Adds one case's outcome (``(slices, (share removed, tumour voxels))`` or an error)."""
     bar.update(1)
     if isinstance(outcome, Exception):
-        failed[case_id] = str(outcome) if isinstance(outcome, LungsegError) else repr(outcome)
-        return 0
-    written.append(case_id)
-    return int(outcome)
+        why = str(outcome) if isinstance(outcome, LungsegError) else repr(outcome)
+        report.failed[case_id] = why
+        return
+    slices, removed = outcome
+    report.written.append(case_id)
+    report.slices += int(slices)
+    if removed[0] > 0:
+        cut[case_id] = removed

@@ -16,14 +16,17 @@ import pytest
 import yaml
 import zarr
 
+from lungseg.cli import main
 from lungseg.core.build import assemble
-from lungseg.core.errors import RecipeError
+from lungseg.core.errors import LungsegWarning, RecipeError
 from lungseg.core.recipe import Recipe, recipe_from_dict
 from lungseg.data.msd import Case
 from lungseg.data.synth import make_case
 from lungseg.preprocess.chain import Chain
 from lungseg.preprocess.run import parse_shard, preprocess_case, run_preprocess
 from lungseg.store.slices import SliceStore
+
+from .test_chain import zoomed_case
 
 CHAIN = [
     {"name": "canonical"},
@@ -137,6 +140,94 @@ def test_peak_memory_is_about_one_float32_copy_of_the_scan(tmp_path):
         tracemalloc.stop()
     assert volume.image.shape == (32, 32, 110)
     assert peak < 1.9 * float32_bytes, f"peak {peak / float32_bytes:.2f}x the float32 volume"
+
+
+# ----------------------------------------------------------------------------- tumour removed
+
+
+@pytest.fixture
+def zoomed_data(tmp_path) -> tuple[Path, np.ndarray]:
+    """Two scans zoomed inside the chest (lungs touching the border); returns the label."""
+    data = tmp_path / "zoomed"
+    image, label, affine = zoomed_case(4, 32, 40, 10)
+    for sub, array in (("imagesTr", image), ("labelsTr", label)):
+        (data / sub).mkdir(parents=True)
+        for name in ("lung_001", "lung_002"):
+            nib.save(nib.Nifti1Image(array, affine), str(data / sub / f"{name}.nii.gz"))
+    return data, label
+
+
+def _cutting_chain(label: np.ndarray) -> tuple[list, int]:
+    """A chain whose skip-slices drops the lower half of the tumour's slices."""
+    slices = np.flatnonzero(label.any((0, 1)))
+    count = int(slices.min() + slices.max() + 1) // 2
+    return [{"name": "canonical"}, {"name": "skip-slices", "count": count}, *CHAIN[2:]], count
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_crop_into_the_tumour_is_warned_reported_and_stored(zoomed_data, tmp_path, workers):
+    data, label = zoomed_data
+    chain, count = _cutting_chain(label)
+    share = label[:, :, :count].sum() / label.sum()
+    assert 0.05 < share < 0.95
+    store = tmp_path / "cut.zarr"
+    with pytest.warns(LungsegWarning) as caught:
+        report = run_preprocess(_recipe(data, store, chain), workers=workers, progress=False)
+    messages = sorted(str(w.message) for w in caught if w.category is LungsegWarning)
+    assert len(messages) == 2
+    for case_id, message in zip(("lung_001", "lung_002"), messages, strict=True):
+        assert message.startswith(f"{case_id}: the preprocessing chain's crops removed ")
+        assert f"{100 * share:.3g}% of its tumour" in message
+        assert f"({label[:, :, :count].sum()} of {label.sum()} labelled voxels)" in message
+    assert report.tumour_removed == pytest.approx({"lung_001": share, "lung_002": share})
+    attrs = snapshot(store)["lung_001"]["attrs"]
+    assert attrs["tumour_voxels"] == label.sum()
+    assert attrs["tumour_removed_fraction"] == pytest.approx(share, abs=1e-6)
+
+
+def test_lung_crop_on_a_zoomed_view_removes_no_tumour(zoomed_data, tmp_path):
+    data, label = zoomed_data
+    chain = [{"name": "canonical"}, {"name": "lung-crop"}, *CHAIN[2:]]
+    report = run_preprocess(_recipe(data, tmp_path / "lung.zarr", chain), progress=False)
+    assert report.tumour_removed == {}  # no warning either: tests turn warnings into errors
+    attrs = snapshot(tmp_path / "lung.zarr")["lung_001"]["attrs"]
+    assert attrs["tumour_removed_fraction"] == 0.0 and attrs["tumour_voxels"] == label.sum()
+    assert attrs["kept_slices"][0] <= np.flatnonzero(label.any((0, 1))).min()
+
+
+def test_the_cli_shows_a_removed_tumour_as_one_line(zoomed_data, tmp_path):
+    data, label = zoomed_data
+    chain, _ = _cutting_chain(label)
+    recipe = tmp_path / "cut.yaml"
+    config = {"data": {"source": "folder", "root": str(data)}, "preprocess": chain}
+    recipe.write_text(yaml.safe_dump({**config, "store": {"path": str(tmp_path / "c.zarr")}}))
+    with pytest.warns(LungsegWarning) as caught:
+        assert main(["preprocess", str(recipe), "--workers", "1"]) == 0
+    assert len(caught) == 2
+    # as a user sees it (outside pytest, which records warnings instead of printing them)
+    recipe.write_text(yaml.safe_dump({**config, "store": {"path": str(tmp_path / "d.zarr")}}))
+    command = [sys.executable, "-m", "lungseg", "preprocess", str(recipe), "--workers", "1"]
+    done = subprocess.run(command, capture_output=True, encoding="utf-8", timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
+    assert [line.split(":")[:3] for line in lines] == [
+        ["lungseg", " warning", " lung_001"],
+        ["lungseg", " warning", " lung_002"],
+    ]
+    assert all(line.endswith("labelled voxels); check the crop steps") for line in lines)
+
+
+def test_preprocess_case_counts_the_tumour_of_an_uncut_scan(data):
+    from lungseg.core.manager import load_registry
+
+    chain = Chain.from_components(_recipe(data, data / "unused").preprocess, load_registry())
+    case = Case("lung_002", data / "imagesTr/lung_002.nii.gz", data / "labelsTr/lung_002.nii.gz")
+    _, _, attrs = preprocess_case(case, chain)
+    label = np.asarray(nib.load(case.label).dataobj)
+    assert attrs["tumour_voxels"] == label.sum() > 0 and attrs["tumour_removed_fraction"] == 0.0
+    unlabelled = Case("lung_002", case.image, None)
+    _, _, attrs = preprocess_case(unlabelled, chain)
+    assert attrs["tumour_voxels"] == 0 and attrs["tumour_removed_fraction"] == 0.0
 
 
 # ----------------------------------------------------------------------------- scale out
