@@ -9,6 +9,11 @@ A run folder is never reused by accident: a new ``train`` into an output whose
 ``checkpoints/`` already holds checkpoints is refused unless ``resume`` (continue it) or
 ``overwrite`` (delete lungseg's checkpoint files first) is given, and ``resume`` refuses a
 ``last.ckpt`` trained with another preprocessing chain or model.
+
+With ``split.folds`` > 1 (k-fold cross-validation, :mod:`lungseg.training.folds`) the recipe's
+output is a k-fold run folder: it holds the recipe and one ordinary run folder per fold,
+``fold_<k>/``, and :func:`train` trains one fold into its folder (``--resume`` and
+``--overwrite`` act on that fold only); :func:`train_folds` trains several in turn.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ from lungseg.training.checkpoint import (
     stored_recipe,
 )
 from lungseg.training.dataset import SliceDataModule
+from lungseg.training.folds import FoldSplitCheck, fold_parts
 from lungseg.training.module import SegmentationModule
 from lungseg.training.trainer import build_trainer, keep_csv_history
 
-__all__ = ["TrainResult", "build_trainer", "launch_rank", "train"]
+__all__ = ["TrainResult", "build_trainer", "launch_rank", "train", "train_folds"]
 
 
 @dataclass
@@ -90,6 +96,19 @@ def _save_recipe(recipe: Recipe, output: Path) -> None:
     recipe.save(output / "recipe.yaml")
 
 
+def _enter_fold(parts: Parts, fold: int | None) -> Parts:
+    """The parts of one fold of a k-fold recipe, its k-fold run folder claimed (rank 0).
+
+    Raises:
+        RecipeError: the recipe has one split only, or ``fold`` is out of range.
+        OutputError: the k-fold folder holds files lungseg did not make.
+    """
+    one = fold_parts(parts, fold)  # checks the fold before anything is written
+    if launch_rank() == 0:
+        claim_dir(parts.recipe.output, "run", role="output")
+    return one
+
+
 def _check_resume(recipe: Recipe, last: Path, module: SegmentationModule) -> dict[str, Any]:
     """Read ``last.ckpt`` and refuse it unless it was trained with this recipe's chain and model.
 
@@ -126,8 +145,13 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     callbacks: list[Callback] | None = None,
+    fold: int | None = None,
 ) -> TrainResult:
     """Train the recipe's model; with ``resume`` continue from ``checkpoints/last.ckpt``.
+
+    With ``split.folds`` > 1 this trains one fold (``fold``, default ``split.fold``) into
+    ``<output>/fold_<fold>/``, an ordinary run folder (``resume`` and ``overwrite`` apply to it
+    alone), and writes the recipe to ``<output>/recipe.yaml``.
 
     Args:
         recipe: the run's recipe, or its assembled parts (:mod:`lungseg.core.build`).
@@ -137,24 +161,30 @@ def train(
             lungseg's checkpoint files there first (``best.ckpt``, ``last.ckpt``, their
             JSONs, older ``best-*.ckpt``), nothing else.
         callbacks: extra Lightning callbacks.
+        fold: with ``split.folds`` > 1, the fold to train (default: ``split.fold``).
 
     Returns:
-        Paths of the best and last checkpoints.
+        Paths of the best and last checkpoints (``output``: the fold's folder for a fold).
 
     Raises:
         OutputError: the output is not a lungseg run folder, or (without ``resume`` or
             ``overwrite``) its ``checkpoints/`` holds checkpoints already.
         CheckpointError: ``resume`` without a last checkpoint, or with one that is unreadable
             or was trained with another preprocessing chain or model.
-        RecipeError: a trainer value Lightning rejects.
+        RecipeError: a trainer value Lightning rejects, or ``fold`` given while
+            ``split.folds`` is 1 or out of ``[0, split.folds)``.
     """
     _quiet_lightning()
     parts = assemble(recipe)
-    recipe = parts.recipe
     if resume and overwrite:
         raise OutputError(
             "--resume continues the run in output and --overwrite replaces it: pass only one"
         )
+    top = parts.recipe
+    folded = top.split.folds > 1 or fold is not None
+    if folded:
+        parts = _enter_fold(parts, fold)
+    recipe = parts.recipe
     output = Path(recipe.output)
     folder = output / "checkpoints"
     last = folder / LAST
@@ -178,9 +208,12 @@ def train(
             )
         if overwrite and rank0:
             clear_checkpoints(folder)
+    if folded:
+        _save_recipe(top, Path(top.output))
     _save_recipe(recipe, output)
     datamodule = SliceDataModule(parts)
-    trainer, best, last_cb = build_trainer(recipe, output, callbacks)
+    extra = [*(callbacks or []), FoldSplitCheck(recipe)] if folded else callbacks
+    trainer, best, last_cb = build_trainer(recipe, output, extra)
     if raw is not None and rank0:
         keep_csv_history(trainer.loggers, int(raw.get("global_step", 0)))
     del raw
@@ -190,3 +223,40 @@ def train(
     return TrainResult(
         best.best_model_path, last_cb.last_model_path, output, trainer.is_global_zero
     )
+
+
+def train_folds(
+    recipe: Recipe | Parts,
+    folds: list[int] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: list[Callback] | None = None,
+) -> list[TrainResult]:
+    """Train several folds of a k-fold recipe in turn, each into ``<output>/fold_<k>/``.
+
+    Args:
+        recipe: a recipe with ``split.folds`` > 1, or its assembled parts.
+        folds: the folds to train (default: all of them, in order).
+        resume: continue each fold that has a ``last.ckpt`` and start the others afresh, so
+            a ``--fold all`` run killed in its third fold goes on where it stopped.
+        overwrite: replace each fold's earlier checkpoints.
+        callbacks: extra Lightning callbacks, for every fold.
+
+    Returns:
+        One :class:`TrainResult` per fold, in order.
+
+    Raises:
+        RecipeError: ``split.folds`` is 1, or a fold out of range.
+    """
+    parts = assemble(recipe)
+    chosen = list(range(parts.recipe.split.folds)) if folds is None else list(folds)
+    for k in chosen:
+        fold_parts(parts, k)  # every fold checked before the first one trains
+    results = []
+    for k in chosen:
+        last = Path(fold_parts(parts, k).recipe.output) / "checkpoints" / LAST
+        again = resume and last.is_file()
+        one = train(parts, resume=again, overwrite=overwrite, callbacks=callbacks, fold=k)
+        results.append(one)
+    return results

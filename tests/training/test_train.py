@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import Callback
 from lungseg.core.build import assemble
 from lungseg.core.errors import CheckpointError, OutputError, RecipeError
 from lungseg.core.recipe import Recipe, recipe_from_dict
-from lungseg.training.train import launch_rank, train
+from lungseg.training.train import launch_rank, train, train_folds
 from lungseg.training.trainer import build_trainer
 
 from ..conftest import tiny_recipe_dict
@@ -303,3 +303,54 @@ def test_train_refuses_an_output_holding_other_files(tiny_recipe, tmp_path):
     with pytest.raises(OutputError, match="holds files lungseg did not make"):
         train(tiny_recipe)
     assert sorted(p.name for p in out.iterdir()) == ["thesis.docx"]
+
+
+def _fold_recipe(tiny_dataset: Path, tmp_path: Path, folds: int = 2) -> Path:
+    raw = tiny_recipe_dict(tiny_dataset, tmp_path)
+    raw["split"] = {"folds": folds, "seed": 0}
+    raw["trainer"]["max_epochs"] = 1
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.slow
+def test_fold_all_trains_every_fold_into_its_own_run_folder(tiny_dataset, tmp_path):
+    from lungseg.core.safety import read_marker
+    from lungseg.training.dataset import open_store
+    from lungseg.training.folds import fold_splits
+
+    recipe_file = _fold_recipe(tiny_dataset, tmp_path)
+    cmd = [sys.executable, "-m", "lungseg", "train", str(recipe_file), "--fold", "all"]
+    done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "run"
+    assert read_marker(out)["kind"] == "run" and not (out / "checkpoints").exists()
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["split"]["folds"] == 2
+    cases = open_store(recipe_from_dict(yaml.safe_load(recipe_file.read_text()))).cases()
+    validated = []
+    for k in (0, 1):
+        run = out / f"fold_{k}"
+        assert read_marker(run)["kind"] == "run"
+        best, last = run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"
+        assert best.is_file() and last.is_file() and f"best checkpoint: {best}" in done.stdout
+        split = json.loads((run / "split.json").read_text())
+        assert split == fold_splits(cases, 2, 0.0, 0)[k]
+        stored = torch.load(best, map_location="cpu", weights_only=True)["lungseg"]["recipe"]
+        assert stored["split"]["fold"] == k and stored["output"] == str(run)
+        assert yaml.safe_load((run / "recipe.yaml").read_text())["split"]["fold"] == k
+        validated += split["val"]
+    assert sorted(validated) == cases  # each case validated by exactly one fold
+
+    # again: refused (fold 0 first), nothing replaced; --resume continues each fold
+    recipe = recipe_from_dict(yaml.safe_load(recipe_file.read_text()), source=str(recipe_file))
+    before = _snapshot(out)
+    with pytest.raises(OutputError, match=f"output {out / 'fold_0'} holds the checkpoints"):
+        train_folds(recipe)
+    assert _snapshot(out) == before
+    shutil.rmtree(out / "fold_1" / "checkpoints")  # fold 1 lost: it starts afresh
+    results = train_folds(recipe, resume=True)
+    assert [r.output for r in results] == [out / "fold_0", out / "fold_1"]
+    best = "fold_0/checkpoints/best.ckpt"
+    assert (out / best).read_bytes() == before[best]  # fold 0 was done already
+    assert (out / "fold_1" / "checkpoints" / "best.ckpt").is_file()
