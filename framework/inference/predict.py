@@ -3,11 +3,15 @@
 Inputs are NIfTI files, folders of them, or a folder holding one DICOM CT series. Per input
 it writes ``<name>.nii.gz`` (uint8 {0, 1}, the input's shape, affine and orientation), and
 on request ``<name>_prob.nii.gz`` (float32 probabilities) and ``<name>_overlay.png``.
+
+Several checkpoints (or a k-fold run folder) predict together: their probabilities are
+averaged (:mod:`lungseg.inference.ensemble`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +20,9 @@ from lungseg.core.recipe import Component
 from lungseg.core.safety import claim_dir, refuse_existing
 from lungseg.data.dicom import read_dicom_series, series_ids
 from lungseg.data.volume import read_image, write_nifti
+from lungseg.inference.ensemble import load_predictor
 from lungseg.inference.figures import case_view, save_case_figure
+from lungseg.inference.postselect import recorded_choice
 from lungseg.inference.predictor import Predictor, Timings
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -89,7 +95,7 @@ def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[ScanInput], dic
 
 
 def predict(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | Sequence[str | os.PathLike],
     inputs: list[str | os.PathLike],
     out: str | os.PathLike,
     *,
@@ -97,7 +103,7 @@ def predict(
     batch_size: int | None = None,
     device: str | None = None,
     tta: bool | None = None,
-    postprocess: list[Component] | None = None,
+    postprocess: list[Component] | str | None = None,
     prob: bool = False,
     overlay: bool = False,
     overwrite: bool = False,
@@ -110,6 +116,12 @@ def predict(
     A failing input is reported in :attr:`PredictReport.failed`; the others are still
     predicted.
 
+    ``checkpoint`` may be a checkpoint file, a run folder (its ``best.ckpt``, or every fold's
+    for a k-fold run folder) or several of them: several checkpoints predict as one ensemble,
+    their probabilities averaged; settings then come from the first one's recipe.
+    ``postprocess="auto"`` applies the post-processing ``lungseg evaluate`` chose for them
+    (``postprocess_selection`` in their run folder's ``metrics.json``).
+
     ``out`` must be new, empty, or a prediction folder lungseg made; no output may land on
     an input, and an existing output file is replaced only with ``overwrite``. All of this is
     checked before anything is written.
@@ -118,7 +130,9 @@ def predict(
         OutputError: ``out`` holds files lungseg did not make, an output would replace an
             input scan, or an output exists and ``overwrite`` is false.
         RecipeError: ``threshold`` outside (0, 1) or ``batch_size`` below 1.
-        CheckpointError: the checkpoint is missing, unsafe or has no lungseg recipe.
+        CheckpointError: the checkpoint is missing, unsafe or has no lungseg recipe;
+            ensemble members trained with different chains or ``data.context``; ``auto``
+            without a recorded choice.
         RecipeError: an unknown postprocessor name or parameter.
     """
     if threshold is not None and not 0.0 < threshold < 1.0:
@@ -130,8 +144,13 @@ def predict(
     plans = [_plan(scan, out, prob, overlay) for scan in scans]
     _refuse_over_inputs(scans, plans)
     refuse_existing([p for plan in plans for p in plan], overwrite)
-    predictor, _ = Predictor.from_checkpoint(
-        checkpoint,
+    checkpoints = [checkpoint] if isinstance(checkpoint, str | os.PathLike) else list(checkpoint)
+    if postprocess == "auto":
+        postprocess, _ = recorded_choice(checkpoints)
+    elif isinstance(postprocess, str):
+        raise RecipeError(f"--postprocess {postprocess}: name postprocessors, or auto")
+    predictor, _ = load_predictor(
+        checkpoints,
         threshold=threshold,
         batch_size=batch_size,
         device=device,

@@ -32,6 +32,10 @@ DEFINITIONS = {
     "means": "per metric plugin: mean over cases with tumour, undefined (nan) values left out",
     "no_tumour_cases": "cases whose label is empty: count, false-positive volume in ml "
     "(predicted voxels x voxel volume prod(spacing)/1000), and each metric plugin's mean",
+    "out_of_fold": "k-fold cross-validation: every case that is not a test case is scored "
+    "once, by the model of the fold that validated on it (never trained on it); per_case "
+    "names that fold",
+    "fold_ensemble": "every case is scored by the mean probability of every fold's model",
 }
 
 

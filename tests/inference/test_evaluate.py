@@ -14,6 +14,7 @@ import matplotlib.image as mpimg
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from lungseg.core.build import assemble
 from lungseg.core.errors import DataError
@@ -188,3 +189,142 @@ def test_cli_evaluate_prints_metrics(tiny_trained, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mean_case_dice (val)" in result.stdout and "pooled_dice (val)" in result.stdout
     assert (tmp_path / "cli" / "metrics.json").is_file()
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray, spacing) -> float:
+    total = pred.sum() + truth.sum()
+    return float(2 * (pred & truth).sum() / total) if total else float("nan")
+
+
+def _drop(box: tuple[slice, ...]):
+    def post(mask, image, spacing):
+        out = mask.copy()
+        out[box] = False
+        return out
+
+    return post
+
+
+def test_post_selection_keeps_what_helps_by_the_margin_and_combines_greedily(tmp_path):
+    from lungseg.inference.postselect import MARGIN, PostSelection
+
+    image = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((12, 12, 12), np.float32), np.eye(4)), str(image))
+    truth = np.zeros((12, 12, 12), bool)
+    truth[:4, :4, :4] = True  # 64 voxels
+    pred = truth.copy()
+    b, c = np.s_[8:12, 8:12, 8:12], np.s_[8:10, :2, :2]
+    pred[b] = True  # 64 spurious voxels
+    pred[c] = True  # 8 spurious voxels
+    posts = {
+        "drop-b": _drop(b),
+        "drop-c": _drop(c),
+        "erase": lambda m, i, s: np.zeros_like(m),
+        "noop": lambda m, i, s: m,
+    }
+    select = PostSelection(posts, _dice, skipped={"needs-args": "no defaults"})
+    select.add(pred, truth, np.zeros(truth.shape, np.float32), (1.0, 1.0, 1.0), str(image))
+    empty = np.zeros_like(truth)
+    select.add(pred, empty, np.zeros(truth.shape, np.float32), (1.0, 1.0, 1.0), str(image))
+    result = select.result()
+    assert result["cases"] == 1  # the case without tumour does not count
+    assert result["baseline"] == pytest.approx(128 / 200)
+    assert result["candidates"] == {
+        "drop-b": pytest.approx(128 / 136),
+        "drop-c": pytest.approx(128 / 192),
+        "erase": 0.0,
+        "noop": pytest.approx(128 / 200),  # no gain: not chosen
+    }
+    assert result["chosen"] == ["drop-b", "drop-c"]  # best first, then what still helps
+    assert result["combinations"] == {"drop-b + drop-c": pytest.approx(1.0)}
+    assert result["chosen_dice"] == pytest.approx(1.0) and result["margin"] == MARGIN
+    assert result["skipped"] == {"needs-args": "no defaults"}
+
+
+@pytest.fixture(scope="module")
+def kfold_evaluated(tiny_dataset, tmp_path_factory):
+    """Two folds trained one epoch each (one case held out for testing), evaluated out-of-fold."""
+    from lungseg.core.recipe import load_recipe
+    from lungseg.preprocess.run import run_preprocess
+    from lungseg.training.train import train_folds
+
+    from ..conftest import tiny_recipe_dict
+
+    work = tmp_path_factory.mktemp("kfold")
+    raw = tiny_recipe_dict(tiny_dataset, work)
+    raw["split"] = {"folds": 2, "test_fraction": 0.2, "seed": 0}
+    raw["trainer"]["max_epochs"] = 1
+    raw["evaluate"] = {"threshold": 0.3}
+    path = work / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    recipe = load_recipe(path)
+    run_preprocess(recipe, workers=1)
+    train_folds(recipe)
+    return recipe, evaluate(recipe, figures=False)
+
+
+def test_out_of_fold_scores_every_case_once_by_the_fold_that_did_not_train_on_it(
+    kfold_evaluated,
+):
+    from lungseg.core.build import registry
+
+    recipe, result = kfold_evaluated
+    out = Path(recipe.output)
+    assert result["out_of_fold"] is True and result["folds"] == 2
+    assert result["checkpoints"] == [str(out / f"fold_{k}/checkpoints/best.ckpt") for k in (0, 1)]
+    fold_of = {}
+    for k in (0, 1):
+        split = json.loads((out / f"fold_{k}" / "split.json").read_text())
+        fold_of.update({case: k for case in split["val"]})
+        test = split["test"]
+    cases = open_store(recipe).cases()
+    assert len(test) == 1 and sorted(fold_of) == sorted(set(cases) - set(test))
+    assert [r["case"] for r in result["per_case"]] == sorted(fold_of)  # each case once
+    assert all(r["fold"] == fold_of[r["case"]] for r in result["per_case"])
+    with open(out / "per_case.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:2] == ["case", "fold"]
+    assert [int(r["fold"]) for r in rows] == [r["fold"] for r in result["per_case"]]
+    tumour = [r["dice"] for r in result["per_case"] if r["tumour_voxels"] > 0]
+    assert result["mean_case_dice"] == pytest.approx(np.mean(tumour), abs=1e-12)
+    assert result["out_of_fold_definition"] and result["mean_case_dice_definition"]
+    # each fold evaluated alone, on its own validation cases, gives the very same rows
+    for k in (0, 1):
+        alone = evaluate(recipe, fold=k, figures=False, select_postprocess=False)
+        assert (out / f"fold_{k}" / "metrics.json").is_file()
+        mine = [{**r} for r in result["per_case"] if r["fold"] == k]
+        for row in mine:
+            del row["fold"]
+        assert alone["per_case"] == mine
+    # post-processing measured on the out-of-fold masks, each registered one with defaults
+    selection = result["postprocess_selection"]
+    assert sorted(selection["candidates"]) == registry().names("postprocessor")
+    assert selection["baseline"] == pytest.approx(result["mean_case_dice"])
+    assert selection["cases"] == len(tumour)
+    for name in selection["chosen"]:
+        assert selection["candidates"][name] >= selection["baseline"] + selection["margin"]
+
+
+def test_kfold_test_split_is_scored_by_the_fold_ensemble(kfold_evaluated):
+    recipe, _ = kfold_evaluated
+    result = evaluate(recipe, split="test", figures=False)
+    out = Path(recipe.output)
+    test = json.loads((out / "fold_0" / "split.json").read_text())["test"]
+    assert [r["case"] for r in result["per_case"]] == test
+    assert result["out_of_fold"] is False and result["fold_ensemble_definition"]
+    assert "postprocess_selection" not in result  # never chosen on test cases
+    assert (out / "evaluate_test" / "metrics.json").is_file()
+
+
+def test_kfold_evaluation_refuses_what_it_cannot_score_out_of_fold(kfold_evaluated):
+    from lungseg.core.errors import CheckpointError, RecipeError
+
+    recipe, _ = kfold_evaluated
+    best = Path(recipe.output) / "fold_0" / "checkpoints" / "best.ckpt"
+    with pytest.raises(RecipeError, match="--fold N to score fold N's checkpoint"):
+        evaluate(recipe, best, overwrite=True)
+    with pytest.raises(RecipeError, match="--split train: with split.folds 2"):
+        evaluate(recipe, split="train", overwrite=True)
+    three = dataclasses.replace(recipe, split=dataclasses.replace(recipe.split, folds=3))
+    with pytest.raises(CheckpointError, match=r"fold\(s\) 2 of 3 have no checkpoints/best"):
+        evaluate(three, overwrite=True)
