@@ -65,13 +65,28 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fold(value: str) -> int | str:
+    """``--fold``: a fold number, or ``all``."""
+    if value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fold number or all, got {value!r}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     parts = _parts(args)
-    from lungseg.training.train import train
+    from lungseg.training.train import train, train_folds
 
-    result = train(parts, resume=args.resume, overwrite=args.overwrite)
-    if result.is_global_zero:
-        print(f"best checkpoint: {result.best}\nlast checkpoint: {result.last}")
+    kwargs = {"resume": args.resume, "overwrite": args.overwrite}
+    if args.fold == "all":
+        results = train_folds(parts, **kwargs)
+    else:
+        results = [train(parts, fold=args.fold, **kwargs)]
+    for result in results:
+        if result.is_global_zero:
+            print(f"best checkpoint: {result.best}\nlast checkpoint: {result.last}")
     return 0
 
 
@@ -93,15 +108,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     parts = _parts(args)
     from lungseg.inference.evaluate import evaluate, output_folder
 
-    metrics = evaluate(parts, args.checkpoint, args.split, overwrite=args.overwrite)
+    metrics = evaluate(parts, args.checkpoint, args.split, overwrite=args.overwrite, fold=args.fold)
+    if args.fold is not None:
+        from lungseg.training.folds import fold_parts
+
+        parts = fold_parts(parts, args.fold)
     _print_metrics(metrics, output_folder(parts.recipe, args.split))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from lungseg.core.errors import RecipeError
     from lungseg.core.recipe import Component
     from lungseg.inference.predict import predict
 
+    names = args.postprocess or []
+    if "auto" in names and len(names) > 1:
+        raise RecipeError("--postprocess auto: applies the recorded choice; name no others")
+    posts = "auto" if names == ["auto"] else [Component(n) for n in names] if names else None
     report = predict(
         args.checkpoint,
         args.inputs,
@@ -110,7 +134,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         tta=True if args.tta else None,
-        postprocess=[Component(n) for n in args.postprocess] if args.postprocess else None,
+        postprocess=posts,
         prob=args.prob,
         overlay=args.overlay,
         overwrite=args.overwrite,
@@ -226,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the recipe's model")
     _add_recipe(p)
     p.add_argument("--resume", action="store_true", help="continue from checkpoints/last.ckpt")
+    p.add_argument(
+        "--fold",
+        type=_fold,
+        default=None,
+        metavar="N|all",
+        help="with split.folds > 1: train fold N (default split.fold), or all, into OUTPUT/fold_N",
+    )
     _add_overwrite(p, "replace the checkpoints of an earlier run in the recipe's output")
     p.set_defaults(func=cmd_train)
 
@@ -233,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe(p)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--split", default="val", choices=["val", "test", "train"])
+    p.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with split.folds > 1: evaluate fold N alone, into OUTPUT/fold_N "
+        "(default: every fold, out-of-fold)",
+    )
     _add_overwrite(p, "replace an earlier evaluation of the same split")
     p.set_defaults(func=cmd_evaluate)
 
@@ -240,7 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "inputs", nargs="+", help="NIfTI files, folders of them, or a folder with one DICOM series"
     )
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="a .ckpt, or a run folder (its best.ckpt; a k-fold run: every fold's); "
+        "repeatable: several average their probabilities",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
@@ -251,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--postprocess",
         action="append",
         metavar="NAME",
-        help="postprocessor plugin (min-size, largest-components, inside-lungs); repeatable",
+        help="postprocessor plugin (min-size, largest-components, inside-lungs); repeatable; "
+        "auto: the ones `lungseg evaluate` chose for the checkpoint's run",
     )
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"

@@ -4,6 +4,10 @@ Under several processes (``torchrun``, ``srun``, or Lightning's DDP launcher re-
 command line) only global rank 0 fetches and preprocesses the data before training (the
 others wait inside the Trainer, whose ``prepare_data`` barrier follows rank 0), and only
 global rank 0 evaluates and predicts; the other ranks return 0 after training.
+
+With ``split.folds`` > 1 it trains every fold (``<output>/fold_<k>/``), evaluates out-of-fold
+(every case scored by the fold that did not train on it) and predicts the unlabelled scans
+with the ensemble of the folds.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from lungseg.data.sources import prepare_source
 from lungseg.inference.evaluate import evaluate
 from lungseg.inference.predict import predict
 from lungseg.preprocess.run import run_preprocess
-from lungseg.training.train import launch_rank, train
+from lungseg.training.train import TrainResult, launch_rank, train, train_folds
 
 
 def run(recipe: Recipe | Parts, *, overwrite: bool = False) -> int:
@@ -33,32 +37,45 @@ def run(recipe: Recipe | Parts, *, overwrite: bool = False) -> int:
     """
     parts = assemble(recipe)
     recipe = parts.recipe
+    folds = recipe.split.folds
     if launch_rank() != 0:
         # A DDP worker: rank 0 prepares the data, evaluates and predicts.
-        train(parts, overwrite=overwrite)
+        _train(parts, overwrite)
         return 0
     root = prepare_source(recipe.data)
     print(f"[1/5] data: {root}")
     report = run_preprocess(parts)
     counts = f"{len(report.written)} written, {len(report.skipped)} reused"
     print(f"[2/5] store: {recipe.store.path} ({counts})")
-    result = train(parts, overwrite=overwrite)
-    if not result.is_global_zero:
+    results = _train(parts, overwrite)
+    if not results[0].is_global_zero:
         return 0  # DDP workers stop after training; rank 0 evaluates
-    print(f"[3/5] checkpoints: {result.best} (best), {result.last} (last)")
-    metrics = evaluate(parts, result.best, overwrite=overwrite)
     out = Path(recipe.output)
+    for result in results:
+        print(f"[3/5] checkpoints: {result.best} (best), {result.last} (last)")
+    metrics = evaluate(parts, results[0].best if folds == 1 else None, overwrite=overwrite)
     dice = metrics["mean_case_dice"]
     shown = "n/a" if dice is None else f"{dice:.4f}"
-    print(
-        f"[4/5] evaluation: {out / 'metrics.json'} (mean_case_dice {shown}), {out}/loss_curve.png"
-    )
+    if folds == 1:
+        curves = f"{out}/loss_curve.png"
+    else:
+        shown += f", out-of-fold over {folds} folds"
+        curves = f"{out}/fold_*/loss_curve.png"
+    print(f"[4/5] evaluation: {out / 'metrics.json'} (mean_case_dice {shown}), {curves}")
     tests = find_cases(root, labelled=False) if (root / "imagesTs").is_dir() else []
     if tests:
-        pred = predict(
-            result.best, [c.image for c in tests], out / "predictions", overwrite=overwrite
-        )
-        print(f"[5/5] predictions: {out / 'predictions'} ({len(pred.written)} masks)")
+        members = [results[0].best] if folds == 1 else [r.best for r in results]
+        scans = [c.image for c in tests]
+        pred = predict(members, scans, out / "predictions", overwrite=overwrite)
+        ensemble = "" if folds == 1 else f", ensemble of {folds} folds"
+        print(f"[5/5] predictions: {out / 'predictions'} ({len(pred.written)} masks{ensemble})")
     else:
         print("[5/5] predictions: no unlabelled scans (imagesTs) to predict")
     return 0
+
+
+def _train(parts: Parts, overwrite: bool) -> list[TrainResult]:
+    """Train the run, or every fold of a k-fold run; one result per model trained."""
+    if parts.recipe.split.folds > 1:
+        return train_folds(parts, overwrite=overwrite)
+    return [train(parts, overwrite=overwrite)]

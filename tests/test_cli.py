@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+from lungseg.cli import main
 
 
 def lungseg(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -39,6 +43,7 @@ def test_plugins_lists_every_kind_with_provider_and_parameters():
         ("model: {name: unte}", (), "model.name: unknown model 'unte'; did you mean 'unet'"),
         ("trainr: {}", (), "trainr: unknown key"),
         ("{}", ("--set", "trainer.max_epochs=x"), "trainer.max_epochs: expected int"),
+        ("split: {folds: 2}", ("--fold", "2"), "split.folds 2; pick a fold in 0..1, or all"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(tmp_path, content, args, message):
@@ -109,3 +114,31 @@ def test_synth_writes_an_msd_dataset(tmp_path):
     assert len(find_cases(tmp_path / "syn", labelled=False)) == 1
     bad = lungseg("synth", str(tmp_path / "bad"), "--cases", "0")
     assert bad.returncode == 2 and "cases" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_predict_with_several_checkpoints_and_the_recorded_postprocessing(
+    tiny_trained, tmp_path, capsys
+):
+    _, best = tiny_trained
+    run = tmp_path / "kfold"
+    members = [run / f"fold_{k}" / "checkpoints" / "best.ckpt" for k in (0, 1)]
+    for member in members:
+        member.parent.mkdir(parents=True)
+        shutil.copy(best, member)
+    selection = {"chosen": ["min-size"], "candidates": {"min-size": 0.5}, "baseline": 0.4}
+    (run / "metrics.json").write_text(json.dumps({"postprocess_selection": selection}))
+    scan = tiny_trained[0].data.root + "/imagesTs/lung_006.nii.gz"
+    args = ["predict", scan, "--out", str(tmp_path / "out"), "--postprocess", "auto"]
+    for member in members:
+        args += ["--checkpoint", str(member)]
+    result = lungseg(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"mask: {tmp_path / 'out' / 'lung_006.nii.gz'}" in result.stdout
+    # auto stands alone; a folder without checkpoints is named
+    assert main([*args, "--postprocess", "min-size"]) == 2
+    assert "--postprocess auto: applies the recorded choice" in capsys.readouterr().err
+    assert (
+        main(["predict", scan, "--out", str(tmp_path / "o2"), "--checkpoint", str(tmp_path)]) == 2
+    )
+    assert "neither checkpoints/best.ckpt nor fold_<k>" in capsys.readouterr().err
