@@ -18,6 +18,7 @@ from lungseg.core.build import Parts
 from lungseg.core.errors import DataError, RecipeError
 from lungseg.core.recipe import AugmentConfig, Recipe
 from lungseg.store.slices import SliceStore, context_indices
+from lungseg.training.folds import case_split
 from lungseg.training.sampling import ShardSampler
 
 
@@ -207,7 +208,7 @@ class SliceDataModule(pl.LightningDataModule):
         if not cases:
             raise DataError(f"{store.path}: the store has no cases; run `lungseg preprocess` first")
         s = self.recipe.split
-        self.splits = split_cases(cases, s.val_fraction, s.test_fraction, s.seed)
+        self.splits = case_split(cases, s)
         augment = build_augment(self.recipe.augment, self.recipe.trainer.seed)
         context = self.recipe.data.context
         self.train_set = SliceDataset(store, self.splits["train"], augment, context)
