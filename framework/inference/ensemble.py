@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 from torch import nn
 
 from lungseg.core.errors import CheckpointError
-from lungseg.core.recipe import Component, Recipe
+from lungseg.core.recipe import Recipe
 from lungseg.inference.predictor import Predictor
 from lungseg.training.checkpoint import BEST, load_checkpoint, read_checkpoint, stored_recipe
 from lungseg.training.folds import fold_dir, fold_folders
@@ -141,19 +142,18 @@ def _check_members(paths: list[Path]) -> Recipe:
 
 
 def load_predictor(
-    checkpoints: Sequence[str | os.PathLike],
-    *,
-    threshold: float | None = None,
-    batch_size: int | None = None,
-    device: str | None = None,
-    tta: bool | None = None,
-    postprocessors: list[Component] | None = None,
+    checkpoints: Sequence[str | os.PathLike], **settings: Any
 ) -> tuple[Predictor, Recipe]:
     """The predictor of one checkpoint, or of the ensemble of several (mean probability).
 
     ``checkpoints`` go through :func:`resolve_checkpoints`. Unset settings come from the
     first member's recipe, as :meth:`Predictor.from_checkpoint` takes them; one checkpoint
     gives exactly :meth:`Predictor.from_checkpoint`'s predictor.
+
+    Args:
+        checkpoints: checkpoint files, or run folders (see :func:`resolve_checkpoints`).
+        **settings: ``threshold``, ``batch_size``, ``device``, ``tta``, ``postprocessors``,
+            as :meth:`Predictor.from_checkpoint` takes them.
 
     Returns:
         The predictor, and the first member's recipe.
@@ -166,14 +166,7 @@ def load_predictor(
     paths = resolve_checkpoints(checkpoints)
     if len(paths) > 1:
         _check_members(paths)
-    predictor, recipe = Predictor.from_checkpoint(
-        paths[0],
-        threshold=threshold,
-        batch_size=batch_size,
-        device=device,
-        tta=tta,
-        postprocessors=postprocessors,
-    )
+    predictor, recipe = Predictor.from_checkpoint(paths[0], **settings)
     if len(paths) > 1:
         others = [load_checkpoint(p)[0].model for p in paths[1:]]
         predictor.model = Ensemble([predictor.model, *others])
