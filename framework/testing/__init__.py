@@ -19,15 +19,14 @@ light. torch is imported only by the checks that need it (models, losses).
 from __future__ import annotations
 
 from lungseg.testing.components import (
-    check_loss,
     check_metric,
-    check_model,
     check_postprocessor,
     check_preprocessor,
     check_registered,
     check_sampler,
 )
 from lungseg.testing.modules import HEAVY_MODULES, check_plugin_module
+from lungseg.testing.networks import check_loss, check_model
 
 __all__ = [
     "HEAVY_MODULES",

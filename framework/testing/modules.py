@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     pass
 
 
-from lungseg.testing.components import _fail
+from lungseg.testing._util import _fail
 
 #: What registering a plugin must not import (see :func:`check_plugin_module`).
 HEAVY_MODULES = ("torch", "torchvision", "pytorch_lightning", "lightning")
