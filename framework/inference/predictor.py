@@ -21,7 +21,7 @@ from torch import nn
 from lungseg.core.recipe import Component, Recipe
 from lungseg.data.volume import Volume
 from lungseg.preprocess.chain import Chain
-from lungseg.store.slices import context_indices
+from lungseg.store.layout import context_indices
 
 
 class PostProcessor(Protocol):
@@ -71,7 +71,7 @@ def predict_probs(
             and average the two probabilities.
         context: ``data.context``: each slice goes in with the ``context`` slices on either
             side as channels, the end slices repeated past the ends, as in training
-            (:func:`~lungseg.store.slices.context_indices`). Stacks are built one batch at a
+            (:func:`~lungseg.store.layout.context_indices`). Stacks are built one batch at a
             time.
 
     Returns:

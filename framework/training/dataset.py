@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from lungseg.core.build import Parts
 from lungseg.core.errors import DataError, RecipeError
 from lungseg.core.recipe import AugmentConfig, Recipe
-from lungseg.store.slices import SliceStore, context_indices
+from lungseg.store.layout import context_indices
+from lungseg.store.slices import SliceStore
 from lungseg.training.folds import case_split
 from lungseg.training.sampling import ShardSampler
 

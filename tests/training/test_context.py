@@ -14,7 +14,8 @@ from torch import nn
 
 from lungseg.core.recipe import AugmentConfig
 from lungseg.inference.predictor import Predictor, predict_probs
-from lungseg.store.slices import SliceStore, context_indices
+from lungseg.store.layout import context_indices
+from lungseg.store.slices import SliceStore
 from lungseg.training.dataset import SliceDataset, build_augment
 
 #: Slices per case; ``b`` is shorter than any window of K = 2.
