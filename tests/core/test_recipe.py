@@ -194,3 +194,11 @@ def test_sections_built_in_python_are_checked_too():
     with pytest.raises(RecipeError, match=r"^test_cases: must be >= 0"):
         SyntheticConfig(test_cases=-1)
     assert SyntheticConfig().test_cases >= 1  # `lungseg run` predicts on imagesTs/
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_assembles(path):
+    from lungseg.core.build import assemble
+
+    parts = assemble(load_recipe(path))  # every plugin name and parameter exists
+    assert parts.recipe.source_file == str(path) and parts.chain.steps
