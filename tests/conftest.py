@@ -75,11 +75,16 @@ def tiny_recipe(tiny_recipe_file: Path) -> Recipe:
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     """A tiny recipe preprocessed and trained for one epoch: ``(recipe, best checkpoint)``."""
+    return train_tiny(tiny_dataset, tmp_path_factory.mktemp("trained"))
+
+
+def train_tiny(data_root: Path, work: Path, **data: object) -> tuple[Recipe, Path]:
+    """The tiny recipe (``data`` keys changed) preprocessed and trained for one epoch."""
     from lungseg.preprocess.run import run_preprocess
     from lungseg.training.train import train
 
-    work = tmp_path_factory.mktemp("trained")
-    raw = tiny_recipe_dict(tiny_dataset, work)
+    raw = tiny_recipe_dict(data_root, work)
+    raw["data"].update(data)
     raw["trainer"]["max_epochs"] = 1
     path = work / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))

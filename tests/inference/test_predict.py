@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-import yaml
 from torch import nn
 
 from lungseg.core.errors import CheckpointError
 from lungseg.core.manager import load_registry
-from lungseg.core.recipe import load_recipe
 from lungseg.data.volume import read_image
 from lungseg.inference.figures import PRED_COLOUR, TRUE_COLOUR, case_view
 from lungseg.inference.predict import predict
@@ -25,7 +23,7 @@ from lungseg.inference.predictor import Predictor, predict_probs
 from lungseg.training.checkpoint import load_checkpoint
 from lungseg.training.dataset import open_store
 
-from ..conftest import tiny_recipe_dict
+from ..conftest import train_tiny
 from .test_figures import check_contour, colour_mask, panels
 
 
@@ -230,18 +228,7 @@ def test_inside_lungs_drops_lesions_outside_the_lungs():
 @pytest.fixture(scope="module")
 def trained_with_context(tiny_dataset, tmp_path_factory):
     """The tiny recipe with ``data.context: 1``, trained for one epoch: ``(recipe, best)``."""
-    from lungseg.preprocess.run import run_preprocess
-    from lungseg.training.train import train
-
-    work = tmp_path_factory.mktemp("context")
-    raw = tiny_recipe_dict(tiny_dataset, work)
-    raw["data"]["context"] = 1
-    raw["trainer"]["max_epochs"] = 1
-    path = work / "tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    recipe = load_recipe(path)
-    run_preprocess(recipe, workers=1)
-    return recipe, Path(train(recipe).best)
+    return train_tiny(tiny_dataset, tmp_path_factory.mktemp("context"), context=1)
 
 
 def _scan_and_store_agree(recipe, best) -> Predictor:

@@ -57,14 +57,21 @@ def s3_options():
         server.stop()
 
 
+def _one_case(url: str, options: dict, key: str, slices: int, seed: int):
+    """A new store at ``url`` holding one random 16x16 case: ``(image, mask)``."""
+    store = SliceStore(url, options)
+    store.initialise([{"name": "resize", "size": 16}], key, overwrite=False)
+    rng = np.random.default_rng(seed)
+    image = rng.random((slices, 16, 16), dtype=np.float32)
+    mask = (rng.random((slices, 16, 16)) > 0.7).astype(np.uint8)
+    attrs = {"geometry": {"shape": [16, 16, slices]}, "trace": []}
+    store.write_case("lung_001", image, mask, attrs)
+    return image, mask
+
+
 def test_write_and_read_a_store_on_s3(s3_options):
     url = f"s3://{BUCKET}/direct.zarr"
-    store = SliceStore(url, s3_options)
-    store.initialise([{"name": "resize", "size": 16}], "hash-s3", overwrite=False)
-    rng = np.random.default_rng(0)
-    image = rng.random((5, 16, 16), dtype=np.float32)
-    mask = (rng.random((5, 16, 16)) > 0.7).astype(np.uint8)
-    store.write_case("lung_001", image, mask, {"geometry": {"shape": [16, 16, 5]}, "trace": []})
+    image, mask = _one_case(url, s3_options, "hash-s3", slices=5, seed=0)
 
     again = SliceStore(url, s3_options)
     assert again.cases() == ["lung_001"]
@@ -130,12 +137,7 @@ def test_preprocess_into_s3_with_parallel_workers_and_train_reads(
 
 def test_loader_workers_read_the_bucket(s3_options):
     url = f"s3://{BUCKET}/workers.zarr"
-    store = SliceStore(url, s3_options)
-    store.initialise([{"name": "resize", "size": 16}], "hash-workers", overwrite=False)
-    rng = np.random.default_rng(1)
-    image = rng.random((6, 16, 16), dtype=np.float32)
-    mask = (rng.random((6, 16, 16)) > 0.7).astype(np.uint8)
-    store.write_case("lung_001", image, mask, {"geometry": {"shape": [16, 16, 6]}, "trace": []})
+    _, mask = _one_case(url, s3_options, "hash-workers", slices=6, seed=1)
     # the parent reads first, so forked workers inherit open handles bound to its event loop
     dataset = SliceDataset(SliceStore(url, s3_options), ["lung_001"])
     got = torch.cat([m for _, m in DataLoader(dataset, batch_size=2, num_workers=2)])
