@@ -22,14 +22,9 @@ from lungseg.core.recipe import Recipe
 from lungseg.inference.ensemble import load_predictor
 from lungseg.inference.predictor import Predictor
 from lungseg.store.slices import SliceStore
-from lungseg.training.checkpoint import (
-    BEST,
-    check_matches,
-    find_best,
-    read_checkpoint,
-    stored_recipe,
-)
+from lungseg.training.checkpoint import check_matches, find_best, read_checkpoint, stored_recipe
 from lungseg.training.folds import case_split, fold_dir, fold_parts
+from lungseg.training.run_files import BEST
 
 __all__ = ["Job", "fold_jobs", "single_job", "splits"]
 

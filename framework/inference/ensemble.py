@@ -24,8 +24,9 @@ from torch import nn
 from lungseg.core.errors import CheckpointError
 from lungseg.core.recipe import Recipe
 from lungseg.inference.predictor import Predictor
-from lungseg.training.checkpoint import BEST, load_checkpoint, read_checkpoint, stored_recipe
+from lungseg.training.checkpoint import load_checkpoint, read_checkpoint, stored_recipe
 from lungseg.training.folds import fold_dir, fold_folders
+from lungseg.training.run_files import BEST
 
 __all__ = ["Ensemble", "load_predictor", "resolve_checkpoints"]
 

@@ -42,9 +42,9 @@ from lungseg.inference.scoring import (
     write_results,
 )
 from lungseg.store.slices import SliceStore
-from lungseg.training.checkpoint import BEST
 from lungseg.training.dataset import open_store
 from lungseg.training.folds import fold_dir, fold_parts
+from lungseg.training.run_files import BEST
 
 
 def output_folder(recipe: Recipe, split: str) -> Path:

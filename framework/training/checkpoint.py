@@ -29,25 +29,14 @@ from lungseg.training.matching import check_matches
 from lungseg.training.module import SegmentationModule
 from lungseg.training.run_files import (
     BEST,
-    LAST,
-    clear_checkpoints,
-    made_by_lungseg,
-    sidecar_path,
-    write_sidecar,
 )
 
 __all__ = [
-    "BEST",
-    "LAST",
     "check_matches",
-    "clear_checkpoints",
     "find_best",
     "load_checkpoint",
-    "made_by_lungseg",
     "read_checkpoint",
-    "sidecar_path",
     "stored_recipe",
-    "write_sidecar",
 ]
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6

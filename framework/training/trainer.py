@@ -39,7 +39,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from lungseg.core.errors import RecipeError
 from lungseg.core.recipe import MONITOR, Recipe
-from lungseg.training.checkpoint import BEST, LAST, PARTIAL_SUFFIX, write_sidecar
+from lungseg.training.run_files import BEST, LAST, PARTIAL_SUFFIX, write_sidecar
 
 
 def build_checkpoints(recipe: Recipe, output: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:

@@ -16,14 +16,9 @@ import torch
 from lungseg.core.build import assemble
 from lungseg.core.errors import CheckpointError
 from lungseg.core.recipe import Component, recipe_from_dict
-from lungseg.training.checkpoint import (
-    check_matches,
-    clear_checkpoints,
-    find_best,
-    load_checkpoint,
-    made_by_lungseg,
-)
+from lungseg.training.checkpoint import check_matches, find_best, load_checkpoint
 from lungseg.training.module import SegmentationModule
+from lungseg.training.run_files import clear_checkpoints, made_by_lungseg
 from lungseg.training.train import train
 
 from ..conftest import tiny_recipe_dict
