@@ -84,10 +84,7 @@ def test_preprocess_hash_changes_with_the_chain():
     ],
 )
 def test_errors_name_the_file_and_key(tmp_path, raw, message):
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(RecipeError, match=message):
-        load_recipe(path)
+    _refused(tmp_path, raw, message)
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
@@ -137,6 +134,11 @@ def test_bad_override_syntax(tmp_path):
     ],
 )
 def test_fixed_choices_name_the_key_value_choices_and_closest(tmp_path, raw, message):
+    _refused(tmp_path, raw, message)
+
+
+def _refused(tmp_path, raw: dict, message: str) -> None:
+    """Loading ``raw`` from a file is one RecipeError matching ``message``."""
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(RecipeError, match=message):
