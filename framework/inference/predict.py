@@ -26,6 +26,10 @@ from lungseg.inference.postselect import recorded_choice
 from lungseg.inference.predictor import Predictor, Timings
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ENGINES = ("torch",)
+"""What runs the network: ``torch`` (a ``.ckpt``)."""
+OUTPUT_FORMATS = ("nifti",)
+"""How masks are written: ``nifti`` (``<name>.nii.gz`` in the scan's geometry)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ def predict(
     prob: bool = False,
     overlay: bool = False,
     overwrite: bool = False,
+    engine: str = "torch",
+    output_format: str = "nifti",
 ) -> PredictReport:
     """Write a uint8 {0, 1} mask per input scan, with the input's exact shape and affine.
 
@@ -135,6 +141,10 @@ def predict(
             without a recorded choice.
         RecipeError: an unknown postprocessor name or parameter.
     """
+    if engine not in ENGINES:
+        raise RecipeError(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
+    if output_format not in OUTPUT_FORMATS:
+        raise RecipeError(f"--format {output_format}: choose one of {', '.join(OUTPUT_FORMATS)}")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise RecipeError(f"--threshold {threshold}: must be between 0 and 1 (exclusive)")
     if batch_size is not None and batch_size < 1:
