@@ -13,6 +13,7 @@ from lungseg.commands import (
     EXIT_USER_ERROR,
     _fold,
     cmd_evaluate,
+    cmd_export,
     cmd_plugins,
     cmd_predict,
     cmd_preprocess,
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="PATH",
         help="a .ckpt, or a run folder (its best.ckpt; a k-fold run: every fold's); "
-        "repeatable: several average their probabilities",
+        "repeatable: several average their probabilities; with --engine onnx, a .onnx file",
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--threshold", type=float, default=None)
@@ -154,8 +155,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
     )
+    p.add_argument(
+        "--engine",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="what runs the network: torch (a .ckpt or run folder) or onnx (--checkpoint is "
+        "a .onnx file from `lungseg export`) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["nifti", "dicom-seg"],
+        default="nifti",
+        help="mask format: nifti (<name>.nii.gz in the scan's geometry) or dicom-seg "
+        "(a DICOM SEG object; needs a DICOM series input) (default: %(default)s)",
+    )
     _add_overwrite(p, "replace masks that an earlier predict wrote in --out")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a lungseg .ckpt")
+    p.add_argument(
+        "--format", required=True, choices=["onnx", "torchscript"], help="the exported format"
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    _add_overwrite(p, "replace a file an earlier export wrote")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="data, preprocess, train, evaluate and predict, in order")
     _add_recipe(p)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lungseg.core import console
+
 EXIT_USER_ERROR = 2
 """The exit status of a user mistake (a bad recipe, input or output path)."""
 
@@ -125,6 +127,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         prob=args.prob,
         overlay=args.overlay,
         overwrite=args.overwrite,
+        engine=args.engine,
+        output_format=args.format,
     )
     for path in report.written:
         print(f"mask: {path}")
@@ -141,6 +145,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lungseg.inference.export import export
+
+    for path in export(args.checkpoint, args.format, args.out, overwrite=args.overwrite):
+        console.result(f"exported: {path}")
     return 0
 
 
