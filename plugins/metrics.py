@@ -73,6 +73,37 @@ def hd95():
     return metric
 
 
+def nsd(tolerance: float = 2.0):
+    """Normalised surface Dice at ``tolerance`` mm (the MSD challenge's second ranking metric).
+
+    NSD = (|{p in S_P: d(p, S_T) <= tau}| + |{t in S_T: d(t, S_P) <= tau}|) / (|S_P| + |S_T|):
+    the share of both surfaces lying within ``tau`` mm of the other surface, with surfaces and
+    distances as in :func:`lungseg.api.surface_distances` (surface voxels, each counted once;
+    spacing in mm). 1 for identical masks, 0 when one mask is empty, nan when both are.
+
+    Args:
+        tolerance: ``tau`` in mm (default 2 mm, the MSD lung task's).
+    """
+    tau = float(tolerance)
+    if not tau >= 0:
+        raise ValueError(f"tolerance must be >= 0 mm, got {tolerance!r}")
+
+    def metric(pred: np.ndarray, truth: np.ndarray, spacing: Spacing = ()) -> float:
+        pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
+        if pred.shape != truth.shape:
+            raise ValueError(f"prediction shape {pred.shape} differs from truth {truth.shape}")
+        p_any, t_any = bool(pred.any()), bool(truth.any())
+        if not p_any and not t_any:
+            return float("nan")
+        if not p_any or not t_any:
+            return 0.0
+        d_pt, d_tp = surface_distances(pred, truth, spacing or (1.0,) * pred.ndim)
+        close = np.count_nonzero(d_pt <= tau) + np.count_nonzero(d_tp <= tau)
+        return float(close / (len(d_pt) + len(d_tp)))
+
+    return metric
+
+
 def volume_diff():
     """|V(P) - V(T)| in ml, voxel volume = prod(spacing) mm^3 / 1000; 0 when both are empty."""
 
@@ -119,6 +150,7 @@ def lungseg_add_metrics(registry) -> None:
     registry.add("precision", precision)
     registry.add("recall", recall)
     registry.add("hd95", hd95)
+    registry.add("nsd", nsd)
     registry.add("volume-diff", volume_diff)
     registry.add("lesion-recall", lesion_recall)
     registry.add("fp-lesions", fp_lesions)

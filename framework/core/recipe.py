@@ -61,7 +61,7 @@ def _default_chain() -> list[Component]:
 
 def _default_metrics() -> list[Component]:
     """Every evaluation's default report: overlap, distance, volume and lesion metrics."""
-    names = ("dice", "iou", "precision", "recall", "hd95", "volume-diff")
+    names = ("dice", "iou", "precision", "recall", "hd95", "nsd", "volume-diff")
     return [Component(n) for n in (*names, "lesion-recall", "fp-lesions")]
 
 
