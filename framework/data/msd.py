@@ -2,7 +2,9 @@
 
 An MSD-style folder (the layout of the Medical Segmentation Decathlon's Task06_Lung) holds
 ``imagesTr/`` and ``labelsTr/`` with one NIfTI file per case, paired by file name, an optional
-``imagesTs/`` of unlabelled scans and an optional ``dataset.json`` listing the training pairs.
+``imagesTs/`` of unlabelled scans and an optional ``dataset.json``: the MSD's, listing the
+training pairs, or nnU-Net v2's (``channel_names``, ``file_ending``, images named
+``<case>_0000.nii.gz``; see :mod:`lungseg.data.nnunet`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lungseg.core.errors import DataError
+from lungseg.data.nnunet import check_single_channel, is_nnunet_index, nnunet_cases, strip_channels
 
 __all__ = ["Case", "case_id_of", "find_cases", "find_msd_root", "locate_msd_root"]
 
@@ -70,16 +73,26 @@ def _fix_hint(root: Path) -> str:
     )
 
 
-def _from_dataset_json(root: Path, index: Path) -> list[Case]:
-    """Reads the ``training`` pairs of an MSD ``dataset.json``."""
+def _read_index(index: Path) -> dict:
+    """The parsed ``dataset.json``: a JSON object, else a :class:`DataError`."""
     try:
-        entries = json.loads(index.read_text(encoding="utf-8"))["training"]
-        pairs = [(str(entry["image"]), str(entry["label"])) for entry in entries]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parsed = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{index} is not a readable JSON dataset.json ({exc}); fix it") from exc
+    if not isinstance(parsed, dict):
+        raise DataError(f"{index} is not a readable dataset.json: a JSON object was expected")
+    return parsed
+
+
+def _from_dataset_json(root: Path, index: Path, content: dict) -> list[Case]:
+    """Reads the ``training`` pairs of an MSD ``dataset.json``."""
+    check_single_channel(content, index)
+    try:
+        pairs = [(str(entry["image"]), str(entry["label"])) for entry in content["training"]]
+    except (KeyError, TypeError) as exc:
         raise DataError(
-            f"{index} is not a readable MSD dataset.json with a 'training' list of "
-            f"{{'image': ..., 'label': ...}} entries ({exc}); fix or delete it to pair "
-            "imagesTr/labelsTr by file name"
+            f"{index} is not a readable MSD dataset.json: its 'training' list must hold "
+            f"{{'image': ..., 'label': ...}} entries ({type(exc).__name__}: {exc}); fix it"
         ) from exc
     cases: list[Case] = []
     missing: list[str] = []
@@ -93,9 +106,28 @@ def _from_dataset_json(root: Path, index: Path) -> list[Case]:
     if missing:
         raise DataError(
             f"{index} lists {len(missing)} file(s) that do not exist: {', '.join(missing)}; "
-            "restore them, or delete dataset.json to pair imagesTr/labelsTr by file name"
+            "restore them, or remove their entries from its 'training' list"
         )
     return cases
+
+
+def _indexed(root: Path, index: Path, *, labelled: bool) -> list[Case] | None:
+    """The cases ``dataset.json`` names (MSD or nnU-Net v2), or ``None`` to pair by name."""
+    if not index.is_file():
+        return None
+    content = _read_index(index)
+    if is_nnunet_index(content):
+        return [Case(*c) for c in nnunet_cases(root, content, index, labelled=labelled)]
+    if "training" not in content:
+        raise DataError(
+            f"{index} has neither the MSD's 'training' list nor nnU-Net v2's keys "
+            "('channel_names', 'labels', 'numTraining', 'file_ending'); complete it in one of "
+            "the two formats (the MSD's lists {'image': ..., 'label': ...} pairs)"
+        )
+    if not labelled:
+        check_single_channel(content, index)
+        return None  # the MSD's 'test' list is optional: imagesTs/ is read as it is
+    return _from_dataset_json(root, index, content)
 
 
 def _paired_by_name(root: Path, images_dir: Path) -> list[Case]:
@@ -103,7 +135,8 @@ def _paired_by_name(root: Path, images_dir: Path) -> list[Case]:
     labels_dir = root / "labelsTr"
     if not labels_dir.is_dir():
         raise DataError(f"{root} has imagesTr/ but no labelsTr/ folder; {_fix_hint(root)}")
-    images, labels = _nifti_files(images_dir), _nifti_files(labels_dir)
+    labels = _nifti_files(labels_dir)
+    images = strip_channels(_nifti_files(images_dir), set(labels), images_dir)
     unpaired = [f"{images[c]} (no label)" for c in sorted(images.keys() - labels.keys())]
     unpaired += [f"{labels[c]} (no image)" for c in sorted(labels.keys() - images.keys())]
     if unpaired:
@@ -120,15 +153,17 @@ def find_cases(root: str | os.PathLike[str], *, labelled: bool = True) -> list[C
     Args:
         root: The folder holding ``imagesTr/`` and ``labelsTr/`` (and maybe ``imagesTs/``).
         labelled: ``True`` for the training cases (``imagesTr`` paired with ``labelsTr``, as
-            listed by ``dataset.json`` when present, else by file name); ``False`` for the
-            unlabelled ``imagesTs`` scans (``label`` is ``None``).
+            listed by an MSD ``dataset.json``, as nnU-Net v2 names them when its
+            ``dataset.json`` is there, else by file name, ``<case>_0000`` images included);
+            ``False`` for the unlabelled ``imagesTs`` scans (``label`` is ``None``).
 
     Returns:
         The cases, sorted by ``case_id``.
 
     Raises:
         DataError: ``root`` or its image folder is missing or empty, ``dataset.json`` is broken
-            or names missing files, or files are unpaired (all of them named in one message).
+            or names missing files, files are unpaired (all of them named in one message), or
+            the scans have several channels (``_0001`` files; CT only).
     """
     root = Path(root)
     if not root.is_dir():
@@ -137,13 +172,12 @@ def find_cases(root: str | os.PathLike[str], *, labelled: bool = True) -> list[C
     images_dir = root / folder
     if not images_dir.is_dir():
         raise DataError(f"{root} has no {folder}/ folder; {_fix_hint(root)}")
-    if labelled:
-        index = root / "dataset.json"
-        cases = _from_dataset_json(root, index) if index.is_file() else None
-        if cases is None:
-            cases = _paired_by_name(root, images_dir)
-    else:
-        cases = [Case(c, p, None) for c, p in _nifti_files(images_dir).items()]
+    cases = _indexed(root, root / "dataset.json", labelled=labelled)
+    if cases is None and labelled:
+        cases = _paired_by_name(root, images_dir)
+    elif cases is None:
+        images = strip_channels(_nifti_files(images_dir), None, images_dir)
+        cases = [Case(c, p, None) for c, p in images.items()]
     if not cases:
         raise DataError(f"{images_dir} holds no .nii.gz / .nii images; {_fix_hint(root)}")
     return sorted(cases, key=lambda case: case.case_id)
