@@ -143,7 +143,7 @@ def _check_members(paths: list[Path]) -> Recipe:
 
 
 def load_predictor(
-    checkpoints: Sequence[str | os.PathLike], **settings: Any
+    checkpoints: Sequence[str | os.PathLike], *, engine: str = "torch", **settings: Any
 ) -> tuple[Predictor, Recipe]:
     """The predictor of one checkpoint, or of the ensemble of several (mean probability).
 
@@ -152,7 +152,10 @@ def load_predictor(
     gives exactly :meth:`Predictor.from_checkpoint`'s predictor.
 
     Args:
-        checkpoints: checkpoint files, or run folders (see :func:`resolve_checkpoints`).
+        checkpoints: checkpoint files, or run folders (see :func:`resolve_checkpoints`);
+            with ``engine="onnx"``, ``.onnx`` files from ``lungseg export``.
+        engine: ``torch`` (checkpoints), or ``onnx`` (onnxruntime runs the exported network,
+            :func:`~lungseg.inference.onnx_engine.load_onnx_predictor`).
         **settings: ``threshold``, ``batch_size``, ``device``, ``tta``, ``postprocessors``,
             as :meth:`Predictor.from_checkpoint` takes them.
 
@@ -164,6 +167,10 @@ def load_predictor(
             with different preprocessing chains or ``data.context``.
         RecipeError: an unknown postprocessor name or parameter.
     """
+    if engine == "onnx":
+        from lungseg.inference.onnx_engine import load_onnx_predictor
+
+        return load_onnx_predictor(list(dict.fromkeys(map(Path, checkpoints))), **settings)
     paths = resolve_checkpoints(checkpoints)
     if len(paths) > 1:
         _check_members(paths)

@@ -26,8 +26,8 @@ from lungseg.inference.postselect import recorded_choice
 from lungseg.inference.predictor import Predictor, Timings
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-ENGINES = ("torch",)
-"""What runs the network: ``torch`` (a ``.ckpt``)."""
+ENGINES = ("torch", "onnx")
+"""What runs the network: ``torch`` (a ``.ckpt``) or ``onnx`` (a ``lungseg export`` ``.onnx``)."""
 OUTPUT_FORMATS = ("nifti",)
 """How masks are written: ``nifti`` (``<name>.nii.gz`` in the scan's geometry)."""
 
@@ -161,6 +161,7 @@ def predict(
         raise RecipeError(f"--postprocess {postprocess}: name postprocessors, or auto")
     predictor, _ = load_predictor(
         checkpoints,
+        engine=engine,
         threshold=threshold,
         batch_size=batch_size,
         device=device,

@@ -231,14 +231,51 @@ class Predictor:
             CheckpointError: the checkpoint is missing, unsafe or has no lungseg recipe.
             RecipeError: an unknown postprocessor name or parameter.
         """
-        from lungseg.core.build import assemble
         from lungseg.training.checkpoint import load_checkpoint
 
         module, recipe = load_checkpoint(path)
+        return cls.from_recipe(
+            module.model,
+            recipe,
+            threshold=threshold,
+            batch_size=batch_size,
+            device=device,
+            tta=tta,
+            postprocessors=postprocessors,
+        )
+
+    @classmethod
+    def from_recipe(
+        cls,
+        model: nn.Module,
+        recipe: Recipe,
+        *,
+        threshold: float | None = None,
+        batch_size: int | None = None,
+        device: str | None = None,
+        tta: bool | None = None,
+        postprocessors: list[Component] | None = None,
+    ) -> tuple[Predictor, Recipe]:
+        """The predictor of a trained network and the recipe it was trained with.
+
+        The chain, the context and the post-processors come from ``recipe`` (rebuilt through
+        :func:`~lungseg.core.build.assemble`); unset settings from its ``evaluate`` section.
+        ``model`` is a checkpoint's network, or any module mapping ``(N, 2K+1, H, W)``
+        images to logits (an ONNX export behind
+        :class:`~lungseg.inference.onnx_engine.OnnxNetwork`).
+
+        Returns:
+            The predictor, and ``recipe``.
+
+        Raises:
+            RecipeError: an unknown plugin or postprocessor name or parameter.
+        """
+        from lungseg.core.build import assemble
+
         parts = assemble(recipe)
         cfg = recipe.evaluate
         predictor = cls(
-            module.model,
+            model,
             parts.chain,
             threshold=cfg.threshold if threshold is None else threshold,
             batch_size=batch_size or cfg.batch_size,
