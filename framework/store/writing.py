@@ -15,6 +15,7 @@ from lungseg.store.layout import (
     _batched,
     _check_version,
     _compressors,
+    quantise,
 )
 
 
@@ -102,24 +103,29 @@ class StoreWriting:
 
         Args:
             case_id: group name.
-            image: ``(n, H, W)`` float array.
+            image: ``(n, H, W)`` float array, finite; stored quantised to int16
+                (:func:`~lungseg.store.layout.quantise`: ``scale`` and ``offset`` are the
+                ``image`` array's attributes).
             mask: ``(n, H, W)`` {0, 1} array, or ``None`` (stored as zeros).
             attrs: geometry, trace, kept slices, recipe and source paths (JSON-ready).
 
         Raises:
-            ValueError: ``image`` is not ``(n, H, W)`` or ``mask`` has another shape.
+            ValueError: ``image`` is not ``(n, H, W)``, is not finite, or ``mask`` has
+                another shape.
         """
         if image.ndim != 3 or (mask is not None and mask.shape != image.shape):
             raise ValueError(
                 f"case {case_id!r}: image must be (n, H, W) and mask the same shape, got "
                 f"{image.shape} and {None if mask is None else mask.shape}"
             )
+        stored, scale_offset = quantise(image)
         root = self._open("a")
         n, h, w = image.shape
         if mask is None:
             mask = np.zeros(image.shape, dtype=np.uint8)
         group = root.create_group(case_id, overwrite=True, attributes={"complete": False})
-        for name, data, dtype in (("image", image, IMAGE_DTYPE), ("mask", mask, np.uint8)):
+        arrays = (("image", stored, IMAGE_DTYPE, scale_offset), ("mask", mask, np.uint8, {}))
+        for name, data, dtype, array_attrs in arrays:
             arr = group.create_array(
                 name,
                 shape=(n, h, w),
@@ -127,6 +133,7 @@ class StoreWriting:
                 shards=(n, h, w),
                 dtype=dtype,
                 compressors=_compressors(),
+                attributes=array_attrs,
             )
             with _batched(n):
                 arr[:] = data.astype(dtype, copy=False)

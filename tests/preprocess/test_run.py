@@ -100,12 +100,12 @@ def test_each_case_records_its_kept_slices_and_recipe(data, tmp_path, reference)
     assert attrs["preprocess"][2] == {"name": "normalize", "divisor": 3071.0, "clip": None}
     assert attrs["preprocess_hash"] == recipe.preprocess_hash()
     assert reference["root"]["preprocess_hash"] == recipe.preprocess_hash()
-    assert reference["root"]["format_version"] == 1
+    assert reference["root"]["format_version"] == 2
     steps = [t["step"] for t in attrs["trace"]]
     assert steps == ["canonical", "skip-slices", "normalize", "resize"]
     assert attrs["image_path"].endswith("lung_001.nii.gz")
     image = reference["lung_001"]["image"]
-    assert image.dtype == np.float16 and image.shape == (30, 16, 16)
+    assert image.dtype == np.int16 and image.shape == (30, 16, 16)  # quantised
 
 
 def test_preprocess_case_never_makes_float64(data):

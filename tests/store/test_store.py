@@ -31,9 +31,11 @@ def test_round_trip_and_layout_readable_with_plain_zarr(tmp_path):
     assert again.tumor_pixels("lung_001")[0] == 0
 
     root = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
-    assert root.attrs["format_version"] == 1 and root.attrs["preprocess_hash"] == "hash1"
+    assert root.attrs["format_version"] == 2 and root.attrs["preprocess_hash"] == "hash1"
     arr = root["lung_001/image"]
-    assert arr.dtype == np.float16
+    assert arr.dtype == np.int16  # quantised: value = offset + scale * stored
+    plain = arr.attrs["offset"] + arr.attrs["scale"] * arr[:].astype(np.float64)
+    assert np.abs(plain - image).max() <= arr.attrs["scale"] / 2 + 1e-6
     assert arr.chunks == (1, 16, 16) and arr.shards == (4, 16, 16)
     assert root["lung_001/mask"].dtype == np.uint8
     assert root["lung_001"].attrs["complete"] is True and root["lung_001"].attrs["slices"] == 4
