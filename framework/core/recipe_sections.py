@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lungseg.core.recipe_schema import Component, require
+from lungseg.core.recipe_trackers import MlflowConfig, WandbConfig
 
 __all__ = [
     "AugmentConfig",
     "DataConfig",
     "EvaluateConfig",
     "LoggerName",
+    "MlflowConfig",
     "OptimizerConfig",
     "Precision",
     "Preset",
@@ -27,6 +29,7 @@ __all__ = [
     "StoreConfig",
     "SyntheticConfig",
     "TrainerConfig",
+    "WandbConfig",
 ]
 
 Source = Literal["synthetic", "folder", "msd", "kaggle"]
@@ -40,8 +43,8 @@ Precision = Literal[
 ]
 """``trainer.precision``: Lightning's precision names (``32`` and ``"32"`` mean ``32-true``)."""
 
-LoggerName = Literal["csv", "tensorboard"]
-"""An entry of ``trainer.loggers``."""
+LoggerName = Literal["csv", "tensorboard", "mlflow", "wandb"]
+"""An entry of ``trainer.loggers`` (``mlflow`` and ``wandb`` are the extras of those names)."""
 
 Preset = Literal["easy", "hard"]
 """``data.synthetic.preset``: the quickstart's easy scans, or hard ones that tell recipes apart
@@ -183,7 +186,9 @@ class TrainerConfig:
     """Lightning Trainer settings and loader settings.
 
     ``accelerator``, ``devices`` and ``strategy`` are Lightning's own (open-ended: plugins
-    register more), so Lightning checks them when the Trainer is built.
+    register more), so Lightning checks them when the Trainer is built. The progress bar is
+    shown when ``enable_progress_bar`` and the console allows bars (stderr is a terminal and
+    no ``-q``).
     """
 
     max_epochs: int = 30
@@ -203,8 +208,13 @@ class TrainerConfig:
     compile: bool = False
     #: Stop after this many epochs without a better ``val_dice`` (``null``: never).
     early_stopping_patience: int | None = None
-    #: Any of ``csv`` (``<output>/logs/metrics.csv``) and ``tensorboard``.
+    #: Any of ``csv`` (``<output>/logs/metrics.csv``), ``tensorboard``, ``mlflow`` and
+    #: ``wandb`` (``pip install 'lungseg[mlflow]'`` / ``'lungseg[wandb]'``).
     loggers: list[LoggerName] = field(default_factory=lambda: ["csv", "tensorboard"])
+    #: Where the MLflow run goes (``loggers: [mlflow]``).
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    #: Where the W&B run goes (``loggers: [wandb]``).
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     #: Also refresh ``last.ckpt`` every N optimiser steps (0: at the end of each epoch only).
     checkpoint_every_n_steps: int = 0
 

@@ -38,6 +38,7 @@ from lungseg.training.dataset import SliceDataModule
 from lungseg.training.folds import FoldSplitCheck, fold_parts
 from lungseg.training.module import SegmentationModule
 from lungseg.training.run_files import LAST, clear_checkpoints
+from lungseg.training.trackers import check_trackers
 from lungseg.training.trainer import build_trainer, keep_csv_history
 
 __all__ = ["TrainResult", "build_trainer", "launch_rank", "train", "train_folds"]
@@ -171,6 +172,7 @@ def train(
     """
     _quiet_lightning()
     parts = assemble(recipe)
+    check_trackers(parts.recipe)  # a missing tracker package, before anything is written
     if resume and overwrite:
         raise OutputError(
             "--resume continues the run in output and --overwrite replaces it: pass only one"

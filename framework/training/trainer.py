@@ -37,9 +37,11 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
+from lungseg.core.console import progress_enabled
 from lungseg.core.errors import RecipeError
 from lungseg.core.recipe import MONITOR, Recipe
 from lungseg.training.run_files import BEST, LAST, PARTIAL_SUFFIX, write_sidecar
+from lungseg.training.trackers import TrackerArtifacts, check_trackers, tracker_loggers
 
 
 def build_checkpoints(recipe: Recipe, output: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
@@ -133,7 +135,13 @@ class LastCheckpoint(_AtomicSave, ModelCheckpoint):
 
 
 def build_loggers(recipe: Recipe, output: Path) -> list[Logger]:
-    """CSV (``<output>/logs/metrics.csv``) and TensorBoard (``<output>/logs/tensorboard``)."""
+    """CSV (``<output>/logs/metrics.csv``), TensorBoard (``<output>/logs/tensorboard``), and
+    the trackers (MLflow, W&B: :mod:`lungseg.training.trackers`), as ``trainer.loggers`` lists.
+
+    Raises:
+        RecipeError: a tracker's package is missing, or MLflow refuses its tracking URI.
+    """
+    check_trackers(recipe)  # before any logger creates a folder
     loggers: list[Logger] = []
     if "csv" in recipe.trainer.loggers:
         loggers.append(CSVLogger(output, name="logs", version=""))
@@ -141,7 +149,7 @@ def build_loggers(recipe: Recipe, output: Path) -> list[Logger]:
         loggers.append(
             TensorBoardLogger(output, name="logs", version="tensorboard", default_hp_metric=False)
         )
-    return loggers
+    return loggers + tracker_loggers(recipe, output)
 
 
 def keep_csv_history(loggers: list[Logger], before_step: int) -> None:
@@ -186,9 +194,13 @@ def build_trainer(
     Returns:
         ``(trainer, best_checkpoint, last_checkpoint)``.
 
+    The progress bar is on when ``trainer.enable_progress_bar`` and
+    :func:`lungseg.core.console.progress_enabled` (stderr is a terminal, no ``-q``).
+
     Raises:
         RecipeError: a value Lightning rejects (``accelerator``, ``devices``, ``num_nodes``,
-            ``strategy`` are Lightning's to check; the recipe checked the others).
+            ``strategy`` are Lightning's to check; the recipe checked the others), a
+            tracker whose package is missing, or a tracking URI MLflow refuses.
     """
     t = recipe.trainer
     best, last = build_checkpoints(recipe, output)
@@ -196,6 +208,9 @@ def build_trainer(
     if t.early_stopping_patience is not None:
         extra.append(EarlyStopping(MONITOR, patience=t.early_stopping_patience, mode="max"))
     loggers = build_loggers(recipe, output)
+    trackers = [lg for lg in loggers if not isinstance(lg, CSVLogger | TensorBoardLogger)]
+    if trackers:
+        extra.append(TrackerArtifacts(best, trackers))
     if loggers and recipe.optimizer.scheduler != "none":
         extra.append(LearningRateMonitor(logging_interval="epoch"))
     precision = "32-true" if str(t.precision) == "32" else str(t.precision)
@@ -213,7 +228,7 @@ def build_trainer(
         "default_root_dir": output,
         "use_distributed_sampler": False,  # our samplers shard themselves correctly
         "log_every_n_steps": t.log_every_n_steps,
-        "enable_progress_bar": t.enable_progress_bar,
+        "enable_progress_bar": t.enable_progress_bar and progress_enabled(),
         "enable_model_summary": False,
     }
     kwargs.update(overrides)

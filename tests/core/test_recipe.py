@@ -119,8 +119,14 @@ def test_bad_override_syntax(tmp_path):
         ({"trainer": {"precision": True}}, r"trainer\.precision: True is not one of"),
         ({"trainer": {"precision": 16}}, r"trainer\.precision: 16 is not one of"),
         (
-            {"trainer": {"loggers": ["csv", "wandb"]}},
-            r"trainer\.loggers\[1\]: 'wandb' is not one of 'csv', 'tensorboard'$",
+            {"trainer": {"loggers": ["csv", "neptune"]}},
+            r"trainer\.loggers\[1\]: 'neptune' is not one of 'csv', 'tensorboard', 'mlflow', "
+            r"'wandb'$",
+        ),
+        (
+            {"trainer": {"wandb": {"mode": "onlin"}}},
+            r"trainer\.wandb\.mode: 'onlin' is not a valid one of 'online', 'offline', "
+            r"'disabled' or null$",
         ),
         (
             {"optimizer": {"scheduler": "cosin"}},
@@ -181,6 +187,8 @@ def test_precision_32_may_be_written_as_a_number_or_a_string(tmp_path):
         ({"store": {"cache_bytes": -1}}, r"store\.cache_bytes: must be >= 0 \(0 turns the cache"),
         ({"evaluate": {"threshold": 1}}, r"evaluate\.threshold: must be between 0 and 1"),
         ({"evaluate": {"batch_size": 0}}, r"evaluate\.batch_size: must be >= 1, got 0"),
+        ({"trainer": {"mlflow": {"experiment": " "}}}, r"trainer\.mlflow\.experiment: must be a"),
+        ({"trainer": {"wandb": {"project": ""}}}, r"trainer\.wandb\.project: must be a non-empty"),
     ],
 )
 def test_value_ranges_name_the_file_and_key(raw, message):
@@ -204,3 +212,16 @@ def test_every_shipped_recipe_assembles(path):
 
     parts = assemble(load_recipe(path))  # every plugin name and parameter exists
     assert parts.recipe.source_file == str(path) and parts.chain.steps
+
+
+def test_tracker_sections_are_checked_and_default_to_the_environment(tmp_path):
+    _refused(
+        tmp_path,
+        {"trainer": {"mlflow": {"tracking_url": "http://mlflow:5000"}}},
+        r"trainer\.mlflow\.tracking_url: unknown key; did you mean 'tracking_uri'\?",
+    )
+    _refused(tmp_path, {"trainer": {"mlflow": "http://x"}}, r"trainer\.mlflow: expected a mapping")
+    recipe = recipe_from_dict({}, ["trainer.loggers=[csv, mlflow]", "trainer.wandb.mode=offline"])
+    assert recipe.trainer.loggers == ["csv", "mlflow"]
+    assert recipe.trainer.wandb.mode == "offline" and recipe.trainer.wandb.project is None
+    assert recipe.trainer.mlflow.tracking_uri is None  # MLFLOW_TRACKING_URI, else the run folder
