@@ -21,6 +21,26 @@ def series_ids(folder: str | os.PathLike) -> list[str]:
     return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
+def series_files(folder: str | os.PathLike) -> list[str]:
+    """The files of the single DICOM series in ``folder``, sorted by slice position (GDCM).
+
+    Raises:
+        DataError: no series, or more than one series.
+    """
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    ids = series_ids(folder)
+    if not ids:
+        raise DataError(f"{folder}: no DICOM series in this folder")
+    if len(ids) > 1:
+        raise DataError(
+            f"{folder}: holds {len(ids)} DICOM series ({', '.join(ids)}); "
+            "put each series in its own folder"
+        )
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0]))
+
+
 def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     """Read the single CT series in ``folder`` as float32 Hounsfield units.
 
@@ -40,15 +60,7 @@ def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     import SimpleITK as sitk
 
     folder = Path(folder)
-    ids = series_ids(folder)
-    if not ids:
-        raise DataError(f"{folder}: no DICOM series in this folder")
-    if len(ids) > 1:
-        raise DataError(
-            f"{folder}: holds {len(ids)} DICOM series ({', '.join(ids)}); "
-            "put each series in its own folder"
-        )
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0])
+    files = series_files(folder)
     try:
         image = sitk.ReadImage(list(files), sitk.sitkFloat32)
     except RuntimeError as exc:

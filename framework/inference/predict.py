@@ -1,8 +1,10 @@
 """``lungseg predict``: new scans -> the checkpoint's chain -> model -> masks in scan geometry.
 
 Inputs are NIfTI files, folders of them, or a folder holding one DICOM CT series. Per input
-it writes ``<name>.nii.gz`` (uint8 {0, 1}, the input's shape, affine and orientation), and
-on request ``<name>_prob.nii.gz`` (float32 probabilities) and ``<name>_overlay.png``.
+it writes ``<name>.nii.gz`` (uint8 {0, 1}, the input's shape, affine and orientation), or
+for a DICOM series with ``output_format="dicom-seg"`` ``<name>.dcm`` (a DICOM Segmentation
+referencing the series, :mod:`lungseg.inference.dicom_seg`), and on request
+``<name>_prob.nii.gz`` (float32 probabilities) and ``<name>_overlay.png``.
 
 Several checkpoints (or a k-fold run folder) predict together: their probabilities are
 averaged (:mod:`lungseg.inference.ensemble`).
@@ -15,38 +17,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lungseg.core.console import progress
 from lungseg.core.errors import DataError, LungsegError, OutputError, RecipeError
 from lungseg.core.recipe import Component
 from lungseg.core.safety import claim_dir, refuse_existing
-from lungseg.data.dicom import read_dicom_series, series_ids
+from lungseg.data.dicom import read_dicom_series
 from lungseg.data.volume import read_image, write_nifti
+from lungseg.inference.dicom_seg import require_highdicom, write_dicom_seg
 from lungseg.inference.ensemble import load_predictor
 from lungseg.inference.figures import case_view, save_case_figure
 from lungseg.inference.postselect import recorded_choice
 from lungseg.inference.predictor import Predictor, Timings
+from lungseg.inference.scans import ScanInput, dicom_only, expand_inputs
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ENGINES = ("torch", "onnx")
 """What runs the network: ``torch`` (a ``.ckpt``) or ``onnx`` (a ``lungseg export`` ``.onnx``)."""
-OUTPUT_FORMATS = ("nifti",)
-"""How masks are written: ``nifti`` (``<name>.nii.gz`` in the scan's geometry)."""
-
-
-@dataclass(frozen=True)
-class ScanInput:
-    """One scan to predict: a NIfTI file, or a folder with one DICOM series."""
-
-    path: Path
-    dicom: bool = False
-
-    @property
-    def stem(self) -> str:
-        """The output name without extension (``lung_006`` for ``lung_006.nii.gz``)."""
-        name = self.path.name
-        for suffix in NIFTI_SUFFIXES:
-            if name.endswith(suffix):
-                return name[: -len(suffix)]
-        return name
+OUTPUT_FORMATS = ("nifti", "dicom-seg")
+"""How masks are written: ``nifti`` (``<name>.nii.gz`` in the scan's geometry) or
+``dicom-seg`` (``<name>.dcm``, a DICOM Segmentation of a DICOM series input)."""
 
 
 @dataclass
@@ -57,45 +45,6 @@ class PredictReport:
     failed: dict[str, str] = field(default_factory=dict)
     extra: list[Path] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
-
-
-def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[ScanInput], dict[str, str]]:
-    """Files as given; folders expanded to their NIfTI files (sorted) or their DICOM series.
-
-    Returns:
-        The scans, and the inputs that cannot be predicted (path -> one-line reason): a
-        missing path, a folder with neither NIfTI files nor a DICOM series, a folder with
-        several DICOM series.
-    """
-    scans: list[ScanInput] = []
-    failed: dict[str, str] = {}
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith(".")
-            )
-            if found:
-                scans.extend(ScanInput(p) for p in found)
-                continue
-            ids = series_ids(path)
-            if len(ids) == 1:
-                scans.append(ScanInput(path, dicom=True))
-            elif ids:
-                failed[str(path)] = (
-                    f"{path}: holds {len(ids)} DICOM series; put each series in its own folder"
-                )
-            else:
-                failed[str(path)] = (
-                    f"{path}: no .nii/.nii.gz files and no DICOM series in this folder"
-                )
-        elif path.exists():
-            scans.append(ScanInput(path))
-        else:
-            failed[str(path)] = f"{path}: no such file or folder"
-    return scans, failed
 
 
 def predict(
@@ -151,7 +100,10 @@ def predict(
         raise RecipeError(f"--batch-size {batch_size}: must be a whole number >= 1")
     out = Path(out)
     scans, failed = expand_inputs(inputs)
-    plans = [_plan(scan, out, prob, overlay) for scan in scans]
+    if output_format == "dicom-seg":
+        require_highdicom()
+        scans = dicom_only(scans, failed)
+    plans = [_plan(scan, out, prob, overlay, output_format) for scan in scans]
     _refuse_over_inputs(scans, plans)
     refuse_existing([p for plan in plans for p in plan], overwrite)
     checkpoints = [checkpoint] if isinstance(checkpoint, str | os.PathLike) else list(checkpoint)
@@ -172,7 +124,8 @@ def predict(
         claim_dir(out, "predictions", role="--out")
     report = PredictReport(failed=failed, timings=predictor.timings)
     used: dict[str, Path] = {}
-    for scan, plan in zip(scans, plans, strict=True):
+    bar = progress(zip(scans, plans, strict=True), desc="predict", total=len(scans), unit="scan")
+    for scan, plan in bar:
         try:
             if scan.stem in used:
                 raise DataError(
@@ -186,9 +139,14 @@ def predict(
     return report
 
 
-def _plan(scan: ScanInput, out: Path, prob: bool, overlay: bool) -> list[Path]:
+def _plan(
+    scan: ScanInput, out: Path, prob: bool, overlay: bool, output_format: str = "nifti"
+) -> list[Path]:
     """The files predicting ``scan`` writes: the mask, then the optional probabilities, overlay."""
-    mask = out / (f"{scan.stem}.nii.gz" if scan.dicom else scan.path.name)
+    if output_format == "dicom-seg":
+        mask = out / f"{scan.stem}.dcm"
+    else:
+        mask = out / (f"{scan.stem}.nii.gz" if scan.dicom else scan.path.name)
     plan = [mask]
     if prob:
         plan.append(out / f"{scan.stem}_prob.nii.gz")
@@ -228,7 +186,15 @@ def _predict_one(
     reference = None if scan.dicom else scan.path
     mask_path, *extras = plan
     with timings.stage("write"):
-        written = write_nifti(mask_path, result.mask, affine=geometry.affine, reference=reference)
+        if mask_path.suffix == ".dcm":
+            settings = {"threshold": str(predictor.threshold), "tta": str(predictor.tta)}
+            written = write_dicom_seg(
+                mask_path, result.mask, geometry.affine, scan.path, parameters=settings
+            )
+        else:
+            written = write_nifti(
+                mask_path, result.mask, affine=geometry.affine, reference=reference
+            )
         report.written.append(written)
         for path in extras:
             if path.name.endswith("_prob.nii.gz"):
