@@ -142,7 +142,8 @@ def _paired_by_name(root: Path, images_dir: Path) -> list[Case]:
     if unpaired:
         raise DataError(
             f"{len(unpaired)} unpaired file(s) in {root}: {'; '.join(unpaired)}; every image in "
-            "imagesTr/ needs a label of the same file name in labelsTr/ (add or remove them)"
+            "imagesTr/ needs a label of the same file name in labelsTr/ (or, nnU-Net's naming, "
+            "<case>_0000 images with <case> labels): add or remove them"
         )
     return [Case(c, images[c], labels[c]) for c in images]
 
