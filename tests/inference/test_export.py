@@ -18,15 +18,6 @@ from lungseg.inference.export import export
 from lungseg.training.checkpoint import load_checkpoint
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_trained, tmp_path_factory) -> Path:
-    """The tiny run's best checkpoint exported to ONNX once: ``<tmp>/tiny.onnx``."""
-    _, best = tiny_trained
-    out = tmp_path_factory.mktemp("export") / "tiny.onnx"
-    assert export(best, "onnx", out) == [out, out.with_name("tiny.onnx.json")]
-    return out
-
-
 def _slices(channels: int, n: int = 5, size: int = 32) -> np.ndarray:
     return np.random.default_rng(3).normal(0, 0.3, (n, channels, size, size)).astype(np.float32)
 
@@ -38,15 +29,15 @@ def _torch_logits(best: Path, batch: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_onnx_export_is_valid_has_a_free_batch_axis_and_matches_pytorch(exported, tiny_trained):
+def test_onnx_export_is_valid_has_a_free_batch_axis_and_matches_pytorch(tiny_onnx, tiny_trained):
     _, best = tiny_trained
-    model = onnx.load(str(exported))
+    model = onnx.load(str(tiny_onnx))
     onnx.checker.check_model(model, full_check=True)
     (image,) = model.graph.input
     dims = [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim]
     assert dims == ["batch", 1, 32, 32]
     assert image.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
     for n in (1, 7):
         batch = _slices(1, n)
         (logits,) = session.run(["logits"], {"image": batch})
@@ -55,12 +46,12 @@ def test_onnx_export_is_valid_has_a_free_batch_axis_and_matches_pytorch(exported
 
 
 @pytest.mark.slow
-def test_the_card_is_in_the_metadata_and_beside_the_model(exported, tiny_trained):
+def test_the_card_is_in_the_metadata_and_beside_the_model(tiny_onnx, tiny_trained):
     _, best = tiny_trained
     _, recipe = load_checkpoint(best)  # the stored recipe: every chain parameter written out
-    meta = ort.InferenceSession(str(exported)).get_modelmeta().custom_metadata_map
+    meta = ort.InferenceSession(str(tiny_onnx)).get_modelmeta().custom_metadata_map
     card = {key: json.loads(value) for key, value in meta.items()}
-    assert card == json.loads(exported.with_name("tiny.onnx.json").read_text())
+    assert card == json.loads(tiny_onnx.with_name("tiny.onnx.json").read_text())
     from lungseg import __version__
 
     assert card["lungseg_version"] == __version__ and card["format"] == "onnx"
@@ -108,11 +99,11 @@ def test_the_embedded_recipe_holds_no_credentials(tiny_trained, tmp_path):
 
 @pytest.mark.slow
 def test_existing_outputs_are_replaced_only_with_overwrite_and_only_when_lungseg_wrote_them(
-    exported, tiny_trained, tmp_path
+    tiny_onnx, tiny_trained, tmp_path
 ):
     _, best = tiny_trained
-    out = tmp_path / exported.name
-    out.write_bytes(exported.read_bytes())
+    out = tmp_path / tiny_onnx.name
+    out.write_bytes(tiny_onnx.read_bytes())
     with pytest.raises(OutputError, match=rf"output {out} exists; pass --overwrite"):
         export(best, "onnx", out)
     assert export(best, "onnx", out, overwrite=True) == [out, tmp_path / "tiny.onnx.json"]
