@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -13,7 +15,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from lungseg.core.errors import DataError, OutputError
+from lungseg.core.errors import DataError, OutputError, RecipeError
 from lungseg.data.dicom import read_dicom_series
 from lungseg.inference.dicom_seg import SEGMENT_LABEL, write_dicom_seg
 from lungseg.inference.predict import predict
@@ -204,3 +206,33 @@ def test_nifti_input_fails_alone_and_an_existing_seg_is_kept(tiny_trained, tiny_
     again = predict(best, [series], out, output_format="dicom-seg", overwrite=True)
     assert again.written == [out / "lung_006.dcm"] and not again.failed
     assert pydicom.dcmread(out / "lung_006.dcm").SOPInstanceUID != before
+
+
+@pytest.mark.slow
+def test_cli_dicom_seg_names_the_nifti_input_and_writes_the_series(
+    tiny_trained, tiny_dataset, tmp_path
+):
+    _, best = tiny_trained
+    nifti, series = _lung_series(tiny_dataset, tmp_path / "dicom")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lungseg", "predict", str(nifti), str(series)]
+    cmd += ["--checkpoint", str(best), "--out", str(out), "--format", "dicom-seg", "--prob"]
+    result = subprocess.run(cmd, capture_output=True, encoding="utf-8", timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lungseg: error:")]
+    assert len(errors) == 1 and str(nifti) in errors[0], result.stderr
+    assert "--format dicom-seg needs a DICOM series" in errors[0]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "lung_006.dcm",
+        "lung_006_prob.nii.gz",
+    ]
+    assert pydicom.dcmread(out / "lung_006.dcm").Modality == "SEG"
+
+
+def test_without_highdicom_dicom_seg_fails_with_one_line_naming_the_extra(tmp_path, monkeypatch):
+    series = _blob_series(tmp_path / "series")
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom -> ImportError
+    with pytest.raises(RecipeError, match=r"pip install 'lungseg\[dicom\]'") as caught:
+        predict(tmp_path / "none.ckpt", [series], tmp_path / "out", output_format="dicom-seg")
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
+from lungseg.core import console
 from lungseg.core.errors import CheckpointError
 from lungseg.core.manager import load_registry
 from lungseg.data.volume import read_image
@@ -269,3 +270,19 @@ def test_a_context_network_predicts_raw_scans_as_their_stored_slices(trained_wit
 def test_without_context_raw_scans_and_stored_slices_agree_as_before(tiny_trained):
     recipe, best = tiny_trained
     assert _scan_and_store_agree(recipe, best).context == 0
+
+
+@pytest.mark.slow
+def test_a_progress_bar_counts_scans_on_a_terminal_only(
+    tiny_trained, tiny_dataset, tmp_path, capsys, monkeypatch
+):
+    _, best = tiny_trained
+    scan = _scan(tiny_dataset)
+    twin = tmp_path / "twin.nii.gz"
+    twin.write_bytes(scan.read_bytes())
+    predict(best, [scan, twin], tmp_path / "quiet")  # stderr is captured: not a terminal
+    assert "predict" not in capsys.readouterr().err
+    monkeypatch.setitem(console._settings, "progress", True)  # as on a terminal
+    predict(best, [scan, twin], tmp_path / "shown")
+    err = capsys.readouterr().err
+    assert "predict:" in err and "2/2" in err and "scan" in err, err
