@@ -77,6 +77,10 @@ def predict(
     ``postprocess="auto"`` applies the post-processing ``lungseg evaluate`` chose for them
     (``postprocess_selection`` in their run folder's ``metrics.json``).
 
+    ``output_format="dicom-seg"`` writes each DICOM series' mask as ``<name>.dcm``, a DICOM
+    Segmentation referencing that series (needs the ``lungseg[dicom]`` extra); a NIfTI input
+    then fails on its own, as it has no DICOM slices to reference.
+
     ``out`` must be new, empty, or a prediction folder lungseg made; no output may land on
     an input, and an existing output file is replaced only with ``overwrite``. All of this is
     checked before anything is written.
@@ -84,7 +88,8 @@ def predict(
     Raises:
         OutputError: ``out`` holds files lungseg did not make, an output would replace an
             input scan, or an output exists and ``overwrite`` is false.
-        RecipeError: ``threshold`` outside (0, 1) or ``batch_size`` below 1.
+        RecipeError: ``threshold`` outside (0, 1), ``batch_size`` below 1, an unknown
+            ``engine`` or ``output_format``, or ``dicom-seg`` without highdicom installed.
         CheckpointError: the checkpoint is missing, unsafe or has no lungseg recipe;
             ensemble members trained with different chains or ``data.context``; ``auto``
             without a recorded choice.
