@@ -70,8 +70,7 @@ def quantise(image: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
 
 def dequantise(stored: np.ndarray, scale: float, offset: float) -> np.ndarray:
     """float32 values of stored int16 steps: ``offset + scale * stored``."""
-    out = stored.astype(np.float32)
-    out *= np.float32(scale)
+    out = np.multiply(stored, np.float32(scale), dtype=np.float32)
     out += np.float32(offset)
     return out
 

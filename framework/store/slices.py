@@ -139,14 +139,20 @@ class SliceStore(StoreWriting):
         image, mask = self.read_slices(case_id, k, k + 1)
         return image[0], mask[0]
 
-    def read_slices(self, case_id: str, start: int, stop: int) -> Pair:
+    def read_slices(self, case_id: str, start: int, stop: int, copy: bool = False) -> Pair:
         """Slices ``start:stop`` of a case, ``(image (m, H, W) float32, mask (m, H, W) uint8)``.
 
         Cached as :meth:`read_slice` is; uncached, only the range's chunks are read: on a
         local disk straight from the shard files (:mod:`lungseg.store.shardread`, each
         shard's index read once), elsewhere through zarr in one batch.
 
-        The arrays may be views of the cache: copy them before modifying them.
+        Args:
+            case_id: the case.
+            start: first slice.
+            stop: one past the last slice.
+            copy: return arrays the caller owns (copies of the cache's; reads from disk are
+                not copied again). Without it the arrays may be views of the cache: copy them
+                before modifying them.
 
         Raises:
             DataError: no such complete case.
@@ -157,6 +163,8 @@ class SliceStore(StoreWriting):
             if not self._cache.fits(arrays.mask.size * 5):  # float32 image + uint8 mask
                 return self._read(arrays, start, stop)
             pair = self.read_case(case_id)
+        if copy:
+            return pair[0][start:stop].copy(), pair[1][start:stop].copy()
         return pair[0][start:stop], pair[1][start:stop]
 
     def read_case(self, case_id: str) -> Pair:

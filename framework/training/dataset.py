@@ -124,9 +124,9 @@ class SliceDataset(Dataset):
 
     def _read(self, case_id: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Slice ``k``'s stack, float32 ``(2K+1, H, W)`` (a copy), and its mask ``(H, W)``."""
-        if self.context == 0:
-            image, mask = self.store.read_slice(case_id, k)  # may be views of the store's cache
-            return image.astype(np.float32)[None], mask  # a copy: augmentation never touches it
+        if self.context == 0:  # copies of the store's cache: augmentation never touches it
+            image, mask = self.store.read_slices(case_id, k, k + 1, copy=True)
+            return image, mask[0]
         rows = context_indices(k, k + 1, self.slices[case_id], self.context)[0]
         start = int(rows[0])
         images, masks = self.store.read_slices(case_id, start, int(rows[-1]) + 1)
