@@ -8,7 +8,7 @@ One command prints every figure and its ratio to the seed's way:
 2. random access (image/mask pairs/s) through ``SliceDataset`` against ``np.load`` of the
    seed's files; target >= 2x;
 3. bytes on disk, store against the seed's files; target <= 1/10;
-4. the compressor choice: ratio, encode and decode speed of candidate codecs on real slices;
+4. (the image format and compressor choice: ``benchmarks/bench_store_bytes.py``);
 5. peak memory (RSS, measured in a child process) of preprocessing one 512x512x600 volume.
 
 Usage::
@@ -190,53 +190,6 @@ def bench_reads(seed_dir: Path, store_path: Path, reads: int) -> dict:
     }
 
 
-# ----------------------------------------------------------------------------- (4) codecs
-
-
-def bench_codecs(store_path: Path) -> list[tuple[str, float, float, float, float]]:
-    """Ratio and single-thread encode/decode MB/s of candidate codecs on one stored case."""
-    from numcodecs import LZ4, Blosc, Zstd, blosc
-
-    from lungseg.store.slices import SliceStore
-
-    store = SliceStore(str(store_path))
-    image, mask = store.read_case(store.cases()[0])
-    image = image.astype(np.float16)  # as stored (read_case widens to float32)
-    use_threads, blosc.use_threads = blosc.use_threads, False
-    candidates = [
-        ("blosc zstd-1 shuffle (chosen)", Blosc("zstd", 1, Blosc.SHUFFLE)),
-        ("blosc zstd-3 shuffle", Blosc("zstd", 3, Blosc.SHUFFLE)),
-        ("blosc zstd-3 bitshuffle (before)", Blosc("zstd", 3, Blosc.BITSHUFFLE)),
-        ("blosc zstd-1 bitshuffle", Blosc("zstd", 1, Blosc.BITSHUFFLE)),
-        ("blosc lz4-5 shuffle", Blosc("lz4", 5, Blosc.SHUFFLE)),
-        ("blosc lz4-5 bitshuffle", Blosc("lz4", 5, Blosc.BITSHUFFLE)),
-        ("zstd-3 (zarr default)", Zstd(3)),
-        ("lz4", LZ4()),
-    ]
-    rows = []
-    try:
-        for name, codec in candidates:
-            ratio, enc, dec = [], [], []
-            for data in (image, mask):
-                chunks = [np.ascontiguousarray(c) for c in data]
-                e = d = float("inf")
-                for _ in range(3):
-                    t = time.perf_counter()
-                    encoded = [codec.encode(c) for c in chunks]
-                    e = min(e, time.perf_counter() - t)
-                    t = time.perf_counter()
-                    for c in encoded:
-                        codec.decode(c)
-                    d = min(d, time.perf_counter() - t)
-                ratio.append(sum(len(c) for c in encoded) / data.nbytes)
-                enc.append(data.nbytes / e / 1e6)
-                dec.append(data.nbytes / d / 1e6)
-            rows.append((name, ratio[0], enc[0], dec[0], ratio[1]))
-    finally:
-        blosc.use_threads = use_threads
-    return rows
-
-
 # ----------------------------------------------------------------------------- (5) memory
 
 
@@ -383,10 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             f" (1/{1 / ratio:.1f})   target <= 1/10: {verdict(ratio <= 0.1)}"
         )
 
-        print("(4) compressors on one stored case (one thread; ratio = compressed/raw):")
-        print(f"    {'codec':34s} {'image':>6s} {'enc MB/s':>9s} {'dec MB/s':>9s} {'mask':>7s}")
-        for name, r_img, enc, dec, r_mask in bench_codecs(speed["store"]):
-            print(f"    {name:34s} {r_img:6.3f} {enc:9.0f} {dec:9.0f} {r_mask:7.4f}")
+        print("(4) image formats and compressors: benchmarks/bench_store_bytes.py")
 
         mem = bench_memory(big)
         volume = args.size * args.size * memory_slices
