@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from lungseg.core.errors import DataError
+from lungseg.data.nifti_out import write_mask, write_nifti  # the writers, re-exported
 
 
 @dataclass(frozen=True)
@@ -203,59 +204,11 @@ def _binary(data: np.ndarray) -> bool:
     return bool(np.all((data == 0) | (data == 1)))
 
 
-def write_nifti(
-    path: str | os.PathLike,
-    array: np.ndarray,
-    *,
-    affine: np.ndarray | None = None,
-    reference: str | os.PathLike | None = None,
-) -> Path:
-    """Write ``array`` as NIfTI-1, atomically: never half a file under the final name.
-
-    The file is written as ``.partial-<name>`` beside ``path`` (same folder, so same file
-    system) and renamed over ``path``; the parent folder is created when missing.
-
-    Args:
-        path: the ``.nii.gz`` / ``.nii`` to write.
-        array: the voxels, ``(X, Y, Z)``, stored in their own dtype (unscaled).
-        affine: the voxel-to-world (RAS+, mm) affine; default: the reference's.
-        reference: a NIfTI file whose header is copied (orientation codes, units, zooms,
-            descriptions), with the data type set to ``array``'s and no intensity scaling.
-            Without it the header is new: qform and sform set to ``affine`` with code 1
-            (scanner), units mm.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        ValueError: neither ``affine`` nor ``reference`` is given.
-    """
-    array = np.asarray(array)
-    if reference is not None:
-        ref = nib.load(str(reference))
-        header = ref.header.copy()
-        header.set_data_dtype(array.dtype)
-        header["scl_slope"], header["scl_inter"] = 1, 0
-        image = nib.Nifti1Image(array, ref.affine if affine is None else affine, header)
-    elif affine is not None:
-        image = nib.Nifti1Image(array, affine)
-        image.set_qform(affine, code=1)
-        image.set_sform(affine, code=1)
-        image.header.set_xyzt_units("mm")
-    else:
-        raise ValueError(f"{path}: write_nifti needs an affine or a reference file")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(".partial-" + path.name)  # keeps the extension nibabel needs
-    try:
-        nib.save(image, str(partial))
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_mask(path: str | os.PathLike, mask: np.ndarray, reference: str | os.PathLike) -> Path:
-    """Write a uint8 mask with exactly the reference scan's shape, affine and orientation."""
-    return write_nifti(path, np.asarray(mask, dtype=np.uint8), reference=reference)
+__all__ = [
+    "Geometry",
+    "Volume",
+    "read_image",
+    "read_label",
+    "write_mask",
+    "write_nifti",
+]

@@ -203,7 +203,9 @@ class Predictor:
                 self.model, slices, self.batch_size, self.device, self.tta, self.context
             )
         with self.timings.stage("invert"):
-            back = self.chain.invert(np.moveaxis(probs, 0, 2), trace, is_label=False)
+            back = self.chain.invert(
+                np.moveaxis(probs, 0, 2), trace, is_label=False, device=self.device
+            )
         with self.timings.stage("threshold + postprocess"):
             mask = postprocess(back >= self.threshold, image, spacing, self.posts)
         return ScanPrediction(mask.astype(np.uint8), back.astype(np.float32, copy=False), probs)

@@ -9,6 +9,7 @@ the trace keys the chain reads (:data:`CROP_KEYS`), and the lung finder.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -40,6 +41,10 @@ class Step(Protocol):
             array: probabilities (float) or labels (uint8) on the step's output grid.
             info: what :meth:`apply` returned for this volume.
             is_label: labels use nearest-neighbour, probabilities linear interpolation.
+
+        A step may also take a keyword ``device`` (a ``torch`` device, such as ``"cuda"``):
+        where the prediction was made, for steps that can do their work there.
+        :meth:`Chain.invert` passes it only to steps whose ``invert`` names it.
         """
         ...
 
@@ -69,9 +74,24 @@ class Chain:
         return volume, trace
 
     def invert(
-        self, array: np.ndarray, trace: list[dict[str, Any]], *, is_label: bool
+        self,
+        array: np.ndarray,
+        trace: list[dict[str, Any]],
+        *,
+        is_label: bool,
+        device: Any = None,
     ) -> np.ndarray:
         """Undo the chain for a prediction ``(X', Y', Z')`` on the preprocessed grid.
+
+        Args:
+            array: the prediction, any memory layout.
+            trace: what :meth:`forward` recorded for the scan.
+            is_label: labels (nearest-neighbour) or probabilities (linear).
+            device: where the network ran; steps that accept a ``device`` may work there.
+
+        Returns:
+            The prediction on the scan's grid, in any memory layout (the default chain gives
+            NIfTI's Fortran order, possibly flipped: a view, never a copy for its own sake).
 
         Raises:
             DataError: the trace was made by a different chain.
@@ -84,8 +104,9 @@ class Chain:
                 "`lungseg preprocess --overwrite`"
             )
         for (_, step), info in zip(reversed(self.steps), reversed(trace), strict=True):
+            extra = {"device": device} if device is not None and _takes_device(step) else {}
             array = step.invert(
-                array, {k: v for k, v in info.items() if k != "step"}, is_label=is_label
+                array, {k: v for k, v in info.items() if k != "step"}, is_label=is_label, **extra
             )
         return array
 
@@ -119,6 +140,15 @@ class Chain:
         return kept.tolist()
 
 
+def _takes_device(step: Step) -> bool:
+    """Whether ``step.invert`` accepts a ``device`` keyword (or any keyword)."""
+    try:
+        params = inspect.signature(step.invert).parameters
+    except (TypeError, ValueError):  # a builtin or C-implemented callable
+        return False
+    return "device" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def is_crop(info: dict[str, Any]) -> bool:
     """Whether a step's info is a crop's (it holds every key of :data:`CROP_KEYS`)."""
     return all(key in info for key in CROP_KEYS)
@@ -147,9 +177,16 @@ def crop_slices(volume: Volume, start: int, stop: int) -> tuple[Volume, dict[str
 
 
 def uncrop_slices(array: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-    """Put ``array`` back at slices ``info["start"]:info["stop"]`` of a zero volume."""
-    out = np.zeros((*array.shape[:2], info["depth"]), dtype=array.dtype)
-    out[:, :, info["start"] : info["stop"]] = array
+    """Put ``array`` back at slices ``info["start"]:info["stop"]`` of a zero volume.
+
+    The result has ``array``'s memory layout (Fortran order stays Fortran order), so the
+    copy runs over contiguous memory, and only the slices outside the crop are zeroed.
+    """
+    start, stop = info["start"], info["stop"]
+    out = np.empty_like(array, shape=(*array.shape[:2], info["depth"]))  # order "K"
+    out[:, :, :start] = 0
+    out[:, :, stop:] = 0
+    out[:, :, start:stop] = array
     return out
 
 

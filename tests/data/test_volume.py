@@ -60,11 +60,11 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(
     path = write_nifti(tmp_path / "x.nii.gz", np.ones((2, 2, 2), np.uint8), affine=AFFINE)
     before = path.read_bytes()
 
-    def disk_full(image: object, filename: str) -> None:
-        Path(filename).write_bytes(b"half a file")
+    def disk_full(image: object, file_map: dict, *args: object, **kwargs: object) -> None:
+        file_map["image"].fileobj.write(b"half a file")
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(nib, "save", disk_full)
+    monkeypatch.setattr(nib.Nifti1Image, "to_file_map", disk_full)
     with pytest.raises(OSError, match="No space"):
         write_nifti(path, np.zeros((2, 2, 2), np.uint8), affine=AFFINE)
     monkeypatch.undo()
