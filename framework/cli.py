@@ -1,27 +1,20 @@
-"""The ``lungseg`` command line. User mistakes print one line and exit 2 (``--debug`` for more)."""
+"""The ``lungseg`` command: one-line errors, exit codes from :mod:`lungseg.exit_codes`."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from lungseg import __version__
-from lungseg.commands import (
-    EXIT_USER_ERROR,
-    _fold,
-    cmd_evaluate,
-    cmd_export,
-    cmd_plugins,
-    cmd_predict,
-    cmd_preprocess,
-    cmd_run,
-    cmd_synth,
-    cmd_train,
-)
+from lungseg import __version__, exit_codes
+from lungseg.core import console
 from lungseg.core.errors import LungsegError, LungsegWarning
+from lungseg.parser import add_commands
+
+__all__ = ["build_parser", "main"]
 
 _PYTHON_FORMAT = warnings.formatwarning
 
@@ -33,182 +26,103 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
     return _PYTHON_FORMAT(message, category, filename, lineno, line)
 
 
-def _add_recipe(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", help="YAML recipe")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY.PATH=VALUE",
-        help="override a recipe key (value parsed as YAML); repeatable",
-    )
+def _add_global_options(p: argparse.ArgumentParser, suffix: str = "") -> None:
+    """``--debug``, ``-v`` and ``-q``; accepted before and after the sub-command.
 
-
-def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument(
-        "--overwrite",
+    On sub-command parsers they go to their own ``*_after`` destinations with no default,
+    so a value given before the sub-command is not reset by the sub-command's parser.
+    """
+    group = p.add_argument_group("global options")
+    counted = {"default": argparse.SUPPRESS} if suffix else {"default": 0}
+    group.add_argument(
+        "--debug",
         action="store_true",
-        help=f"{what} (lungseg never replaces files it did not make)",
+        dest=f"debug{suffix}",
+        default=argparse.SUPPRESS if suffix else False,
+        help="show tracebacks for errors and debug messages",
     )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        dest=f"verbose{suffix}",
+        help="more messages (debug); repeatable",
+        **counted,
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        dest=f"quiet{suffix}",
+        help="warnings and errors only, no progress bars",
+        **counted,
+    )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every sub-command parser under ``parser``, nested ones (``download msd``) included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield child
+                yield from _subparsers(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lungseg`` parser: every sub-command, global options anywhere, exit codes below."""
     parser = argparse.ArgumentParser(
-        prog="lungseg", description="Lung-tumour segmentation from chest CT."
+        prog="lungseg",
+        description="Lung-tumour segmentation from chest CT.",
+        epilog=exit_codes.epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lungseg {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    from lungseg.core.recipe import SyntheticConfig
-
-    d = SyntheticConfig()
-    p = sub.add_parser("synth", help="write a synthetic CT dataset in the MSD Task06_Lung layout")
-    p.add_argument("out", help="a new or empty folder (or one `lungseg synth` made)")
-    p.add_argument("--cases", type=int, default=d.cases, help="labelled scans (%(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="dataset seed (%(default)s)")
-    p.add_argument("--size", type=int, default=d.size, help="in-plane voxels (%(default)s)")
-    p.add_argument("--slices", type=int, default=d.slices, help="axial slices (%(default)s)")
-    p.add_argument(
-        "--abdomen-slices",
-        type=int,
-        default=d.abdomen_slices,
-        help="abdomen-only slices at the inferior end (%(default)s)",
-    )
-    p.add_argument(
-        "--test-cases",
-        type=int,
-        default=d.test_cases,
-        help="unlabelled scans in imagesTs/ (%(default)s)",
-    )
-    p.add_argument(
-        "--preset",
-        choices=["easy", "hard"],
-        default=d.preset,
-        help="easy: the quickstart's scans; hard: varied anatomy, spacing and lesions, "
-        "some scans without tumour (%(default)s)",
-    )
-    _add_overwrite(p, "replace a synthetic dataset lungseg made there")
-    p.set_defaults(func=cmd_synth)
-
-    p = sub.add_parser("preprocess", help="preprocess the recipe's data into its Zarr slice store")
-    _add_recipe(p)
-    p.add_argument(
-        "--workers", type=int, default=None, help="parallel processes (default: all cores)"
-    )
-    p.add_argument("--shard", default=None, metavar="I/N", help="only every N-th case from I")
-    _add_overwrite(p, "delete and rebuild a lungseg store made with another chain")
-    p.set_defaults(func=cmd_preprocess)
-
-    p = sub.add_parser("train", help="train the recipe's model")
-    _add_recipe(p)
-    p.add_argument("--resume", action="store_true", help="continue from checkpoints/last.ckpt")
-    p.add_argument(
-        "--fold",
-        type=_fold,
-        default=None,
-        metavar="N|all",
-        help="with split.folds > 1: train fold N (default split.fold), or all, into OUTPUT/fold_N",
-    )
-    _add_overwrite(p, "replace the checkpoints of an earlier run in the recipe's output")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("evaluate", help="evaluate the best checkpoint on validation cases")
-    _add_recipe(p)
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--split", default="val", choices=["val", "test", "train"])
-    p.add_argument(
-        "--fold",
-        type=int,
-        default=None,
-        metavar="N",
-        help="with split.folds > 1: evaluate fold N alone, into OUTPUT/fold_N "
-        "(default: every fold, out-of-fold)",
-    )
-    _add_overwrite(p, "replace an earlier evaluation of the same split")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("predict", help="write tumour masks for new CT scans")
-    p.add_argument(
-        "inputs", nargs="+", help="NIfTI files, folders of them, or a folder with one DICOM series"
-    )
-    p.add_argument(
-        "--checkpoint",
-        action="append",
-        required=True,
-        metavar="PATH",
-        help="a .ckpt, or a run folder (its best.ckpt; a k-fold run: every fold's); "
-        "repeatable: several average their probabilities; with --engine onnx, a .onnx file",
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--threshold", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
-    p.add_argument("--prob", action="store_true", help="also write <name>_prob.nii.gz (float32)")
-    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
-    p.add_argument("--tta", action="store_true", help="average with left-right flipped slices")
-    p.add_argument(
-        "--postprocess",
-        action="append",
-        metavar="NAME",
-        help="postprocessor plugin (min-size, largest-components, inside-lungs); repeatable; "
-        "auto: the ones `lungseg evaluate` chose for the checkpoint's run",
-    )
-    p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
-    )
-    p.add_argument(
-        "--engine",
-        choices=["torch", "onnx"],
-        default="torch",
-        help="what runs the network: torch (a .ckpt or run folder) or onnx (--checkpoint is "
-        "a .onnx file from `lungseg export`) (default: %(default)s)",
-    )
-    p.add_argument(
-        "--format",
-        choices=["nifti", "dicom-seg"],
-        default="nifti",
-        help="mask format: nifti (<name>.nii.gz in the scan's geometry) or dicom-seg "
-        "(a DICOM SEG object; needs a DICOM series input) (default: %(default)s)",
-    )
-    _add_overwrite(p, "replace masks that an earlier predict wrote in --out")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a lungseg .ckpt")
-    p.add_argument(
-        "--format", required=True, choices=["onnx", "torchscript"], help="the exported format"
-    )
-    p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
-    _add_overwrite(p, "replace a file an earlier export wrote")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("run", help="data, preprocess, train, evaluate and predict, in order")
-    _add_recipe(p)
-    _add_overwrite(p, "replace an earlier run's checkpoints, evaluation and predictions")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("plugins", help="list every registered plugin name by kind")
-    p.set_defaults(func=cmd_plugins)
-
-    from lungseg.data.download import register_cli
-
-    register_cli(sub)
+    _add_global_options(parser)
+    add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    for child in _subparsers(parser):
+        _add_global_options(child, "_after")
     return parser
 
 
+def _verbosity(args: argparse.Namespace) -> int:
+    """``-v`` and ``-q`` given before and after the sub-command: -1 quiet, 0 info, 1+ debug."""
+    verbose = args.verbose + getattr(args, "verbose_after", 0)
+    quiet = args.quiet + getattr(args, "quiet_after", 0)
+    return verbose - quiet
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lungseg ARGV``; returns the exit status (:mod:`lungseg.exit_codes`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.debug = args.debug or getattr(args, "debug_after", False)
+    verbosity = _verbosity(args)
+    console.configure(max(verbosity, 1) if args.debug else verbosity)
     warnings.formatwarning = _warning_line
     try:
+        shown = " ".join(sys.argv[1:] if argv is None else argv)
+        console.log.debug("lungseg %s: %s", __version__, shown)
         return args.func(args)
     except LungsegError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"lungseg: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        console.log.error(f"lungseg: error: {exc}")
+        return exit_codes.for_error(exc)
     except KeyboardInterrupt:
-        print("lungseg: interrupted", file=sys.stderr)
-        return 130
+        console.log.error("lungseg: interrupted")
+        return exit_codes.INTERRUPTED
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """stdout's reader went away: print nothing more, and let Python's exit flush nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
+        pass
+    return exit_codes.BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from lungseg import exit_codes
 from lungseg.core import console
-
-EXIT_USER_ERROR = 2
-"""The exit status of a user mistake (a bad recipe, input or output path)."""
 
 
 def _parts(args: argparse.Namespace):
@@ -37,7 +34,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         preset=args.preset,
         overwrite=args.overwrite,
     )
-    print(f"synthetic dataset: {root}")
+    console.result(f"synthetic dataset: {root}")
     return 0
 
 
@@ -47,7 +44,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     parts = _parts(args)
     report = run_preprocess(parts, workers=args.workers, shard=args.shard, overwrite=args.overwrite)
     rate = report.slices / report.seconds if report.seconds else 0.0
-    print(
+    console.result(
         f"store: {parts.recipe.store.path} ({len(report.written)} cases written, "
         f"{len(report.skipped)} already complete, {report.slices} slices, {rate:.0f} slices/s)"
     )
@@ -73,24 +70,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         results = train_folds(parts, **kwargs)
     else:
         results = [train(parts, fold=args.fold, **kwargs)]
-    for result in results:
-        if result.is_global_zero:
-            print(f"best checkpoint: {result.best}\nlast checkpoint: {result.last}")
+    for trained in results:
+        if trained.is_global_zero:
+            console.result(f"best checkpoint: {trained.best}")
+            console.result(f"last checkpoint: {trained.last}")
     return 0
 
 
 def _print_metrics(metrics: dict, output: str | Path) -> None:
     dice = metrics["mean_case_dice"]
     shown = "n/a" if dice is None else f"{dice:.4f}"
-    print(f"mean_case_dice ({metrics['split']}): {shown}")
+    console.result(f"mean_case_dice ({metrics['split']}): {shown}")
     pooled = metrics.get("pooled_dice")
     if pooled is not None:
-        print(f"pooled_dice ({metrics['split']}): {pooled:.4f}")
-    print(f"metrics: {Path(output) / 'metrics.json'}, {Path(output) / 'per_case.csv'}")
+        console.result(f"pooled_dice ({metrics['split']}): {pooled:.4f}")
+    console.result(f"metrics: {Path(output) / 'metrics.json'}, {Path(output) / 'per_case.csv'}")
     if (Path(output) / "figures").is_dir():
-        print(f"figures: {Path(output) / 'figures'}")
+        console.result(f"figures: {Path(output) / 'figures'}")
     if (Path(output) / "loss_curve.png").is_file():
-        print(f"loss curve: {Path(output) / 'loss_curve.png'}")
+        console.result(f"loss curve: {Path(output) / 'loss_curve.png'}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -131,21 +129,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         output_format=args.format,
     )
     for path in report.written:
-        print(f"mask: {path}")
+        console.result(f"mask: {path}")
     for path in report.extra:
-        print(f"also: {path}")
+        console.result(f"also: {path}")
     for name, why in report.failed.items():
-        print(
-            f"lungseg: error: {why}" if name in why else f"lungseg: error: {name}: {why}",
-            file=sys.stderr,
+        console.log.error(
+            f"lungseg: error: {why}" if name in why else f"lungseg: error: {name}: {why}"
         )
-    if report.failed:
-        print(
-            f"lungseg: {len(report.failed)} input(s) failed: {', '.join(report.failed)}",
-            file=sys.stderr,
-        )
-        return EXIT_USER_ERROR
-    return 0
+    if not report.failed:
+        return exit_codes.OK
+    console.log.error(f"lungseg: {len(report.failed)} input(s) failed: {', '.join(report.failed)}")
+    # some written: a partial result to look at; none: the inputs (data) are at fault
+    return exit_codes.PARTIAL if report.written else exit_codes.DATA
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -170,11 +165,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     registry = load()
     plurals = {"loss": "losses"}
     for kind in KINDS:
-        print(f"{plurals.get(kind, kind + 's')}:")
+        console.result(f"{plurals.get(kind, kind + 's')}:")
         for entry in registry.entries(kind):
-            print(f"  {entry.name:<16} [{entry.plugin}] ({entry.signature()})")
+            console.result(f"  {entry.name:<16} [{entry.plugin}] ({entry.signature()})")
             if entry.description:
-                print(f"  {'':<16} {entry.description}")
+                console.result(f"  {'':<16} {entry.description}")
     for name, why in sorted(registry.broken.items()):
-        print(f"broken plugin {name}: {why}")
+        console.result(f"broken plugin {name}: {why}")
     return 0

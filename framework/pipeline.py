@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lungseg.core import console
 from lungseg.core.build import Parts, assemble
 from lungseg.core.recipe import Recipe
 from lungseg.data.msd import find_cases
@@ -43,16 +44,16 @@ def run(recipe: Recipe | Parts, *, overwrite: bool = False) -> int:
         _train(parts, overwrite)
         return 0
     root = prepare_source(recipe.data)
-    print(f"[1/5] data: {root}")
+    console.result(f"[1/5] data: {root}")
     report = run_preprocess(parts)
     counts = f"{len(report.written)} written, {len(report.skipped)} reused"
-    print(f"[2/5] store: {recipe.store.path} ({counts})")
+    console.result(f"[2/5] store: {recipe.store.path} ({counts})")
     results = _train(parts, overwrite)
     if not results[0].is_global_zero:
         return 0  # DDP workers stop after training; rank 0 evaluates
     out = Path(recipe.output)
     for result in results:
-        print(f"[3/5] checkpoints: {result.best} (best), {result.last} (last)")
+        console.result(f"[3/5] checkpoints: {result.best} (best), {result.last} (last)")
     metrics = evaluate(parts, results[0].best if folds == 1 else None, overwrite=overwrite)
     dice = metrics["mean_case_dice"]
     shown = "n/a" if dice is None else f"{dice:.4f}"
@@ -61,16 +62,17 @@ def run(recipe: Recipe | Parts, *, overwrite: bool = False) -> int:
     else:
         shown += f", out-of-fold over {folds} folds"
         curves = f"{out}/fold_*/loss_curve.png"
-    print(f"[4/5] evaluation: {out / 'metrics.json'} (mean_case_dice {shown}), {curves}")
+    console.result(f"[4/5] evaluation: {out / 'metrics.json'} (mean_case_dice {shown}), {curves}")
     tests = find_cases(root, labelled=False) if (root / "imagesTs").is_dir() else []
     if tests:
         members = [results[0].best] if folds == 1 else [r.best for r in results]
         scans = [c.image for c in tests]
         pred = predict(members, scans, out / "predictions", overwrite=overwrite)
         ensemble = "" if folds == 1 else f", ensemble of {folds} folds"
-        print(f"[5/5] predictions: {out / 'predictions'} ({len(pred.written)} masks{ensemble})")
+        written = f"{len(pred.written)} masks{ensemble}"
+        console.result(f"[5/5] predictions: {out / 'predictions'} ({written})")
     else:
-        print("[5/5] predictions: no unlabelled scans (imagesTs) to predict")
+        console.result("[5/5] predictions: no unlabelled scans (imagesTs) to predict")
     return 0
 
 

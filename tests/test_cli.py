@@ -78,7 +78,7 @@ def test_unreadable_and_mismatched_nifti_are_named(tmp_path, tiny_dataset):
         " {name: resize, size: 16}]\n"
     )
     result = lungseg("preprocess", str(recipe), "--workers", "2")
-    assert result.returncode == 2
+    assert result.returncode == 3  # a data error
     err = result.stderr
     assert "Traceback" not in err
     assert "lung_002" in err and "label shape (8, 8, 40) differs from image shape" in err
@@ -139,6 +139,6 @@ def test_predict_with_several_checkpoints_and_the_recorded_postprocessing(
     assert main([*args, "--postprocess", "min-size"]) == 2
     assert "--postprocess auto: applies the recorded choice" in capsys.readouterr().err
     assert (
-        main(["predict", scan, "--out", str(tmp_path / "o2"), "--checkpoint", str(tmp_path)]) == 2
+        main(["predict", scan, "--out", str(tmp_path / "o2"), "--checkpoint", str(tmp_path)]) == 3
     )
     assert "neither checkpoints/best.ckpt nor fold_<k>" in capsys.readouterr().err

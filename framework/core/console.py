@@ -26,6 +26,21 @@ log = logging.getLogger("lungseg")
 _settings: dict[str, bool | None] = {"progress": None}  # None: follow the terminal
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after setup)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure(verbosity: int = 0, progress: bool | None = None) -> None:
     """Set up lungseg's messages for the command line.
 
@@ -35,7 +50,7 @@ def configure(verbosity: int = 0, progress: bool | None = None) -> None:
             and ``verbosity >= 0``.
     """
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)

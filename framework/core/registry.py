@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,19 @@ from lungseg.core.errors import PluginError, RecipeError
 
 #: The kinds of component a plugin can add, in the order ``lungseg plugins`` lists them.
 KINDS = ("preprocessor", "sampler", "model", "loss", "metric", "postprocessor")
+
+
+_ROLE = re.compile(r":[\w:.-]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")  # :class:`~a.B` -> a.B
+_LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without reStructuredText markup: ``:class:`~a.B``` -> ``a.B``, ````x```` -> ``x``.
+
+    Descriptions come from docstrings; ``lungseg plugins`` shows them as plain text.
+    """
+    text = _ROLE.sub(lambda m: m.group(1), text)
+    return _LITERAL.sub(lambda m: m.group(1) or m.group(2), text)
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,7 @@ class Registry:
         if description is None:
             doc = inspect.getdoc(factory) or ""
             description = doc.splitlines()[0] if doc else ""
+        description = plain_text(description)
         self._entries[kind][name] = Entry(kind, name, factory, plugin, description)
 
     def names(self, kind: str) -> list[str]:

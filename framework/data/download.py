@@ -16,10 +16,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from lungseg.data.archives import extract_archive
+from lungseg.core import console
 from lungseg.core.errors import DataError, RecipeError
-from lungseg.data.msd import find_cases, find_msd_root, locate_msd_root
 from lungseg.core.safety import claim_dir
+from lungseg.data.archives import extract_archive
+from lungseg.data.msd import find_cases, find_msd_root, locate_msd_root
 from lungseg.data.transfer import Transfer, file_md5
 
 __all__ = ["MSD_MD5", "MSD_URL", "download_kaggle", "download_msd", "register_cli"]
@@ -182,7 +183,7 @@ def _handle(args: argparse.Namespace) -> int:
         folder = download_msd(args.to, args.url, args.md5)
     else:
         folder = download_kaggle(args.dataset, args.to)
-    print(folder)
+    console.result(str(folder))
     return 0
 
 
@@ -200,9 +201,14 @@ def register_cli(subparsers: Any) -> None:
     sources = parser.add_subparsers(dest="source", required=True, metavar="{msd,kaggle}")
     msd = sources.add_parser("msd", help="the Medical Segmentation Decathlon archive (8.5 GB)")
     msd.add_argument("--to", required=True, type=Path, metavar="DIR", help="target folder")
-    msd.add_argument("--url", default=MSD_URL, help="archive URL (default: the MSD one)")
-    msd.add_argument("--md5", default=MSD_MD5, metavar="HEX", help="expected md5 of the archive")
+    msd.add_argument("--url", default=MSD_URL, help="archive URL (default: %(default)s)")
+    msd.add_argument(
+        "--md5",
+        default=MSD_MD5,
+        metavar="HEX",
+        help="expected md5 of the archive (default: %(default)s)",
+    )
     kaggle = sources.add_parser("kaggle", help="a Kaggle dataset holding imagesTr/ and labelsTr/")
-    kaggle.add_argument("dataset", metavar="OWNER/DATASET")
+    kaggle.add_argument("dataset", metavar="OWNER/DATASET", help="as in the dataset's Kaggle URL")
     kaggle.add_argument("--to", required=True, type=Path, metavar="DIR", help="target folder")
     parser.set_defaults(func=_handle)

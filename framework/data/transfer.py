@@ -16,8 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from lungseg.core import console
 from lungseg.core.errors import DataError
 
 __all__ = ["Transfer", "file_md5"]
@@ -78,9 +77,9 @@ class Transfer:
 
     def _write(self, response: Any, start: int, total: int | None, mode: str) -> bool:
         written = start
-        bar = tqdm(
+        bar = console.progress(
             total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=self.final.name, disable=not self.progress, leave=False,
+            desc=self.final.name, enabled=self.progress,
         )  # fmt: skip
         with bar, self.part.open(mode) as out:
             while chunk := response.read(_CHUNK):

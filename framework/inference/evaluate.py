@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lungseg.core import console
 from lungseg.core.build import Parts, assemble
 from lungseg.core.recipe import Recipe
 from lungseg.core.safety import claim_dir, refuse_existing
@@ -195,9 +196,9 @@ def evaluate(
         select = PostSelection.from_registry(parts, metric_fns[PRIMARY])
     totals = _Totals()
     options = {"figures": figures, "save": cfg.save_predictions, "select": select}
-    for job in jobs:
-        for case_id in job.cases:
-            _score(job, case_id, store, out, metric_fns, totals, **options)
+    todo = [(job, case_id) for job in jobs for case_id in job.cases]
+    for job, case_id in console.progress(todo, desc="evaluate", unit="case"):
+        _score(job, case_id, store, out, metric_fns, totals, **options)
     per_case, views = totals.per_case, totals.views
     if folded:
         per_case.sort(key=lambda row: row["case"])

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from lungseg.core import console
 from lungseg.core.build import Parts, assemble
 from lungseg.core.errors import DataError, LungsegError, LungsegWarning, RecipeError
 from lungseg.core.recipe import Recipe, recipe_from_dict
@@ -190,8 +190,12 @@ def run_preprocess(
     skipped = [c.case_id for c in cases if c.case_id in done]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     report = PreprocessReport([], skipped, {}, 0, 0.0)
+    console.log.info(
+        f"preprocess: {len(todo)} cases to write into {store.path} ({len(skipped)} already "
+        f"complete), {workers} worker{'s' if workers > 1 else ''}"
+    )
     cut: dict[str, tuple[float, int]] = {}  # case: (share of its tumour removed, tumour voxels)
-    bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=not progress)
+    bar = console.progress(total=len(todo), desc="preprocess", unit="case", enabled=progress)
     args = (recipe.to_dict(), store.path, store.storage_options)
     if workers == 1:
         results = (_run_one(c, args) for c in todo)
@@ -235,7 +239,7 @@ def _run_one(case: Case, args: tuple) -> tuple[str, Any]:
         return case.case_id, exc
 
 
-def _collect(case_id: str, outcome: Any, report: PreprocessReport, cut: dict, bar: tqdm) -> None:
+def _collect(case_id: str, outcome: Any, report: PreprocessReport, cut: dict, bar: Any) -> None:
     """Adds one case's outcome (``(slices, (share removed, tumour voxels))`` or an error)."""
     bar.update(1)
     if isinstance(outcome, Exception):

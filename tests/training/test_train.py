@@ -271,10 +271,10 @@ def test_resume_after_the_model_changed_is_one_clear_error(tiny_trained, tmp_pat
     assert "(checkpoint [4, 8], recipe [8, 16])" in message and "--overwrite" in message
     assert _snapshot(out) == before  # nothing written, not even recipe.yaml
 
-    # the command line: one line, exit status 2, no traceback
+    # the command line: one line, exit status 3 (a checkpoint error), no traceback
     cmd = [sys.executable, "-m", "lungseg", "train", recipe.source_file, "--resume"]
     done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
-    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.returncode == 3, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "model.features" in done.stderr
     assert done.stderr.strip().count("\n") == 0
 
