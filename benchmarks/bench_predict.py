@@ -1,30 +1,42 @@
-"""Prediction time for one 512x512x300 synthetic CT on CPU, and where it goes.
+"""Prediction time for one 512x512x300 synthetic CT, where it goes, and against the previous path.
 
 Runs exactly the functions ``lungseg predict`` runs for a NIfTI input (read_image ->
 Predictor.scan [chain forward, model, chain inverse, threshold] -> write_mask) with the
 default chain (canonical, skip 30 slices, /3071, resize to 256x256) and an untrained UNet
-(speed does not depend on the weights). Prints seconds per stage and the share of time
-outside the model's forward pass (target: at most 25%).
+(speed does not depend on the weights). Prints seconds per stage and the time outside the
+network (target: at most 8 s on the development machine).
 
-    python benchmarks/bench_predict.py [--features 16,32,64,128] [--work DIR] [--threads N]
+Then, on the same prediction and under the same load, it times the previous inverse
+(per-slice resize into the store's layout, a C-ordered zero volume, a contiguous copy of the
+reoriented result) and the previous writer (``nibabel.save``: zlib level 1) and prints both
+side by side, with the number of mask voxels on which they differ, the time to write a
+``.nii`` instead, and an estimate of the share outside the network with the network on a GPU.
+
+    python benchmarks/bench_predict.py [--features 16,32,64,128] [--device cpu|cuda]
+        [--work DIR] [--threads N] [--gpu-tflops 396]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import nibabel as nib
 import numpy as np
 import torch
+from nibabel import orientations as ornt
+from torch.utils.flop_counter import FlopCounterMode
 
 from lungseg.core.build import assemble
 from lungseg.core.recipe import Component, Recipe
 from lungseg.data.synth import make_case
-from lungseg.data.volume import read_image, write_mask
+from lungseg.data.volume import Volume, read_image, write_mask
 from lungseg.inference.predictor import Predictor
+from lungseg.plugins.preprocessing import _resize
 
 
 def scan_path(work: Path) -> Path:
@@ -37,12 +49,57 @@ def scan_path(work: Path) -> Path:
     return path
 
 
+def previous_invert(slice_probs: np.ndarray, trace: list[dict]) -> np.ndarray:
+    """The default chain's inverse as it was: per slice into (Z, X, Y), zeros, a C copy."""
+    steps = {t["step"]: t for t in trace}
+    in_plane = tuple(steps["resize"]["in_plane"])
+    back = _resize(np.moveaxis(slice_probs, 0, 2), in_plane, cv2.INTER_LINEAR)
+    crop = steps["skip-slices"]
+    full = np.zeros((*back.shape[:2], crop["depth"]), dtype=back.dtype)
+    full[:, :, crop["start"] : crop["stop"]] = back
+    original = np.asarray(steps["canonical"]["ornt"])
+    if np.array_equal(original, ornt.axcodes2ornt("RAS")):
+        return full
+    transform = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), original)
+    return np.ascontiguousarray(ornt.apply_orientation(full, transform))
+
+
+def previous_write(path: Path, mask: np.ndarray, reference: Path) -> None:
+    """``write_mask`` as it was: the reference's header, ``nibabel.save`` (zlib level 1)."""
+    header = nib.load(str(reference)).header.copy()
+    header.set_data_dtype(np.uint8)
+    header["scl_slope"], header["scl_inter"] = 1, 0
+    nib.save(nib.Nifti1Image(mask, nib.load(str(reference)).affine, header), str(path))
+
+
+def forward_flops(features: list[int]) -> float:
+    """FLOPs of one UNet forward pass on one 256x256 slice (counted, on the CPU)."""
+    model = assemble(Recipe(model=Component("unet", {"features": features}))).model().eval()
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.zeros(1, 1, 256, 256))
+    return float(counter.get_total_flops())
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    value = fn(*args)
+    return value, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", default="16,32,64,128", help="UNet encoder widths")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="where the network runs (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--work", default=Path(tempfile.gettempdir()) / "lungseg-bench")
+    parser.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=0.4 * 989,
+        help="network TFLOP/s assumed for the GPU estimate (default: 40%% of an H100/H200's "
+        "989 bf16 TFLOP/s, the goal of bench_gpu.py)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,29 +111,59 @@ def main() -> None:
         parts.chain,
         threshold=recipe.evaluate.threshold,
         batch_size=args.batch_size,
-        device="cpu",
+        device=args.device,
     )
-    path = scan_path(Path(args.work))
-    out = Path(args.work) / "pred" / path.name
+    work = Path(args.work)
+    path = scan_path(work)
+    out = work / "pred" / path.name
 
     timings = predictor.timings
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     with timings.stage("read"):
         image, geometry = read_image(path)
     result = predictor.scan(image, geometry.affine, geometry.spacing)
     with timings.stage("write"):
         write_mask(out, result.mask, path)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
     total = time.perf_counter() - start
 
     print(f"volume {geometry.shape}, UNet features {features}, batch {args.batch_size}, "
-          f"CPU threads {torch.get_num_threads()}")  # fmt: skip
+          f"device {args.device}, CPU threads {torch.get_num_threads()}, "
+          f"load average {load:.1f}")  # fmt: skip
     for stage, seconds in timings.seconds.items():
         print(f"  {stage:<26} {seconds:8.2f} s  {100 * seconds / total:5.1f}%")
     model_s = timings.seconds["model"]
+    outside = total - model_s
     print(f"total {total:.2f} s; model forward {model_s:.2f} s; "
-          f"outside the model {total - model_s:.2f} s = {100 * (total - model_s) / total:.1f}% "
-          "(target <= 25%)")  # fmt: skip
+          f"outside the model {outside:.2f} s = {100 * outside / total:.1f}% "
+          "(target: at most 8 s)")  # fmt: skip
     assert np.asarray(nib.load(str(out)).dataobj).shape == geometry.shape
+
+    # the previous inverse and writer, on the same prediction, now
+    _, trace = predictor.chain.forward(Volume(image, None, geometry.affine))
+    back, old_invert = timed(previous_invert, result.slice_probs, trace)
+    old_mask = (back >= predictor.threshold).astype(np.uint8)
+    _, old_write = timed(previous_write, work / "pred" / "previous.nii.gz", old_mask, path)
+    _, raw_write = timed(write_mask, work / "pred" / "mask.nii", result.mask, path)
+    differ = int((old_mask != result.mask).sum())
+    print(f"\nprevious path vs now, same prediction (load average {os.getloadavg()[0]:.1f}):")
+    print(f"  {'invert':<26} {old_invert:8.2f} s  -> {timings.seconds['invert']:6.2f} s")
+    print(f"  {'write .nii.gz':<26} {old_write:8.2f} s  -> {timings.seconds['write']:6.2f} s")
+    print(f"  {'write .nii (uncompressed)':<26} {'':>10}     {raw_write:6.2f} s")
+    print(f"  mask voxels that differ: {differ} of {old_mask.size}; "
+          f"max probability difference {np.abs(back - result.probs).max():.2e}")  # fmt: skip
+
+    # the share outside the network with the network on a GPU: an estimate
+    n = len(result.slice_probs)
+    for label, widths in (("this UNet", features), ("seed UNet 64-512", [64, 128, 256, 512])):
+        flops = forward_flops(widths)
+        gpu_s = n * flops / (args.gpu_tflops * 1e12)
+        print(f"estimate, {label} on a GPU at {args.gpu_tflops:.0f} TFLOP/s "
+              f"({flops / 1e9:.1f} GFLOP a slice, {n} slices): network {gpu_s:.3f} s, "
+              f"outside {outside:.2f} s = {100 * outside / (outside + gpu_s):.0f}% "
+              "(an estimate, not a measurement)")  # fmt: skip
 
 
 if __name__ == "__main__":
