@@ -107,6 +107,7 @@ def instance_frames(mask: np.ndarray, affine: np.ndarray, sources: Sequence[Any]
         DataError: an instance does not lie on the mask's voxel grid (uneven slice spacing,
             gantry tilt) or falls outside it.
     """
+    mask = np.asarray(mask, dtype=bool)
     to_voxel = np.linalg.inv(np.asarray(affine, dtype=np.float64))
     linear, shift = to_voxel[:3, :3] @ _LPS_TO_RAS, to_voxel[:3, 3]
     frames = []
@@ -115,23 +116,31 @@ def instance_frames(mask: np.ndarray, affine: np.ndarray, sources: Sequence[Any]
         orientation = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
         dr, dc = (float(v) for v in ds.PixelSpacing)
         origin = linear @ np.asarray(ds.ImagePositionPatient, dtype=np.float64) + shift
-        step_c = linear @ (orientation[:3] * dc)
-        step_r = linear @ (orientation[3:] * dr)
-        exact = np.concatenate([origin, step_c, step_r])
-        whole = np.rint(exact)
-        corners = [
-            whole[:3] + a * whole[3:6] + b * whole[6:] for a in (0, cols - 1) for b in (0, rows - 1)
-        ]
-        inside = all((c >= 0).all() and (c < mask.shape).all() for c in corners)
-        if np.abs(exact - whole).max() > _TOLERANCE or not inside:
+        steps = np.stack([linear @ (orientation[3:] * dr), linear @ (orientation[:3] * dc)])
+        o, s = np.rint(origin).astype(int), np.rint(steps).astype(int)
+        # each step (down a row, along a column) must be one voxel along its own mask axis
+        axes = np.abs(s).argmax(axis=1)
+        on_grid = (
+            max(np.abs(origin - o).max(), np.abs(steps - s).max()) <= _TOLERANCE
+            and (np.abs(s).sum(axis=1) == 1).all()
+            and axes[0] != axes[1]
+        )
+        first = o.copy()  # the first pixel's voxel, then the last pixel's along each axis
+        last = o.copy()
+        if on_grid:
+            last[axes] += s[[0, 1], axes] * (np.array([rows, cols]) - 1)
+        low, high = np.minimum(first, last), np.maximum(first, last)
+        if not on_grid or low.min() < 0 or (high >= mask.shape).any():
             raise DataError(
                 f"{ds.filename}: this slice does not lie on the series' voxel grid (uneven "
                 "slice spacing or a tilted gantry?); write this series with --format nifti"
             )
-        o, sc, sr = whole[:3].astype(int), whole[3:6].astype(int), whole[6:].astype(int)
-        r, c = np.mgrid[:rows, :cols]
-        index = o[:, None, None] + sc[:, None, None] * c + sr[:, None, None] * r
-        frames.append(np.asarray(mask, dtype=bool)[index[0], index[1], index[2]])
+        index = tuple(
+            slice(a, b + 1) if b >= a else slice(a, b - 1 if b > 0 else None, -1)
+            for a, b in zip(first, last, strict=True)
+        )
+        plane = mask[index]  # (X, Y, Z) order, the slice's own axis of length 1
+        frames.append(plane.transpose(*axes, 3 - axes.sum()).reshape(rows, cols))
     return np.stack(frames)
 
 

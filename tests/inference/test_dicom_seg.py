@@ -136,6 +136,12 @@ def test_writer_puts_each_part_of_the_mask_on_its_source_slice(tmp_path):
     assert len(expected) == 3
     _check_seg(path, series, expected)
     assert not list((tmp_path / "out").glob(".partial-*"))
+    # the same mask with its axes permuted and flipped (and its affine to match): same SEG
+    image = nib.Nifti1Image(mask.astype(np.uint8), geometry.affine)
+    turned = image.as_reoriented(np.array([[1, -1], [2, 1], [0, -1]]))
+    assert turned.shape == (7, 14, 11)
+    path = write_dicom_seg(tmp_path / "t.dcm", np.asarray(turned.dataobj), turned.affine, series)
+    _check_seg(path, series, expected)
 
 
 def test_an_empty_mask_keeps_one_blank_frame_per_slice(tmp_path):
