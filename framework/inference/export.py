@@ -43,6 +43,8 @@ __all__ = ["FORMATS", "export"]
 
 FORMATS = ("onnx", "torchscript")
 """What ``lungseg export --format`` writes."""
+OPSET = 18
+"""The ONNX opset written (onnxruntime 1.14 and later, TensorRT 8.6 and later run it)."""
 ATOL = 1e-4
 """Largest difference (relative to the logits' scale) allowed between exported and PyTorch."""
 
@@ -179,6 +181,7 @@ def _write_onnx(network: nn.Module, example: torch.Tensor, card: dict, path: Pat
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_shapes=({0: batch},),
+                opset_version=OPSET,
                 dynamo=True,
                 verbose=False,
             )
