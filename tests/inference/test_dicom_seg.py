@@ -15,6 +15,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from lungseg import exit_codes
 from lungseg.core.errors import DataError, OutputError, RecipeError
 from lungseg.data.dicom import read_dicom_series
 from lungseg.inference.dicom_seg import SEGMENT_LABEL, write_dicom_seg
@@ -224,7 +225,7 @@ def test_cli_dicom_seg_names_the_nifti_input_and_writes_the_series(
     cmd = [sys.executable, "-m", "lungseg", "predict", str(nifti), str(series)]
     cmd += ["--checkpoint", str(best), "--out", str(out), "--format", "dicom-seg", "--prob"]
     result = subprocess.run(cmd, capture_output=True, encoding="utf-8", timeout=300)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.returncode == exit_codes.PARTIAL and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("lungseg: error:")]
     assert len(errors) == 1 and str(nifti) in errors[0], result.stderr
     assert "--format dicom-seg needs a DICOM series" in errors[0]
