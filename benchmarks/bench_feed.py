@@ -108,13 +108,19 @@ def loader_rate(dataset: Dataset, workers: int, order: np.ndarray, batch: int) -
         num_workers=workers,
         worker_init_fn=_seed_worker,
     )
-    it = iter(loader)
-    for _ in range(2):
-        next(it)
-    t, samples = time.perf_counter(), 0
-    for images, _ in it:
-        samples += len(images)
-    return samples / (time.perf_counter() - t)
+    threads = torch.get_num_threads()
+    if workers == 0:  # collate in this process with one thread, as a worker does: OpenMP
+        torch.set_num_threads(1)  # threads on a busy machine make torch.stack ~100x slower
+    try:
+        it = iter(loader)
+        for _ in range(2):
+            next(it)
+        t, samples = time.perf_counter(), 0
+        for images, _ in it:
+            samples += len(images)
+        return samples / (time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def train_rate(recipe, steps: int, batch: int) -> float:
@@ -200,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"    {2 * context + 1} slice(s), {workers} workers: seed {r_seed:7.0f} | "
                     f"lungseg {r_ours:7.0f} ({r_ours / r_seed:.2f}x)"
                 )
+            store = SliceStore(store_path, cache_bytes=0)
+            ours = SliceDataset(store, store.cases(), augment, context)
+            r_none = loader_rate(ours, 2, order, batch)
+            print(f"    {2 * context + 1} slice(s), 2 workers, no cache: {r_none:.0f}")
 
         # (3) the model's appetite
         steps = args.train_steps or (1 if args.quick else 3)

@@ -128,8 +128,11 @@ class SliceDataset(Dataset):
             image, mask = self.store.read_slices(case_id, k, k + 1, copy=True)
             return image, mask[0]
         rows = context_indices(k, k + 1, self.slices[case_id], self.context)[0]
-        start = int(rows[0])
-        images, masks = self.store.read_slices(case_id, start, int(rows[-1]) + 1)
+        start, stop = int(rows[0]), int(rows[-1]) + 1
+        if stop - start == len(rows):  # no end slice repeated: the range itself, owned
+            images, masks = self.store.read_slices(case_id, start, stop, copy=True)
+            return images, masks[k - start]
+        images, masks = self.store.read_slices(case_id, start, stop)
         return images[rows - start], masks[k - start]  # indexing with an array copies
 
     def _augment(self, img: np.ndarray, msk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
