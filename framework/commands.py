@@ -155,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     parts = _parts(args)
     from lungseg.pipeline import run
 
-    return run(parts, overwrite=args.overwrite)
+    return run(parts, overwrite=args.overwrite, resume=args.resume)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ def _add_recipe(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+def _add_overwrite(p: argparse.ArgumentParser | argparse._ActionsContainer, what: str) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -207,7 +207,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="data, preprocess, train, evaluate and predict, in order")
     _add_recipe(p)
-    _add_overwrite(p, "replace an earlier run's checkpoints, evaluation and predictions")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the stages an earlier run finished and do the rest: an interrupted "
+        "training continues from its last.ckpt, only missing masks are predicted",
+    )
+    _add_overwrite(again, "replace an earlier run's checkpoints, evaluation and predictions")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plugins", help="list every registered plugin name by kind")

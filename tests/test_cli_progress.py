@@ -64,16 +64,17 @@ def test_preprocess_shows_a_bar_on_a_terminal_and_not_on_a_pipe(tiny_dataset, tm
     code, terminal = _stderr_on_a_terminal(["preprocess", recipe, "--workers", "1"])
     assert code == 0, terminal
     assert "preprocess:" in terminal and BAR in terminal and "0/5 [" in terminal
-    # again (the store is complete), on a pipe: the message, no bar
+    # the same into another store, on a pipe: the message, no bar
+    other = f"store.path={tmp_path / 'other.zarr'}"
     piped = subprocess.run(
-        [sys.executable, "-m", "lungseg", "preprocess", recipe, "--workers", "1"],
+        [sys.executable, "-m", "lungseg", "preprocess", recipe, "--workers", "1", "--set", other],
         capture_output=True,
         encoding="utf-8",
         timeout=300,
         cwd=tmp_path,
     )
     assert piped.returncode == 0 and BAR not in piped.stderr
-    assert piped.stderr.startswith("preprocess: 0 cases to write")
+    assert piped.stderr.startswith("preprocess: 5 cases to write")
 
 
 def test_quiet_hides_the_bar_on_a_terminal(tiny_dataset, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -190,9 +191,10 @@ def run_preprocess(
     skipped = [c.case_id for c in cases if c.case_id in done]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     report = PreprocessReport([], skipped, {}, 0, 0.0)
-    console.log.info(
+    console.log.log(
+        logging.INFO if todo else logging.DEBUG,  # a complete store: nothing to say
         f"preprocess: {len(todo)} cases to write into {store.path} ({len(skipped)} already "
-        f"complete), {workers} worker{'s' if workers > 1 else ''}"
+        f"complete), {workers} worker{'s' if workers > 1 else ''}",
     )
     cut: dict[str, tuple[float, int]] = {}  # case: (share of its tumour removed, tumour voxels)
     bar = console.progress(total=len(todo), desc="preprocess", unit="case", enabled=progress)
