@@ -196,24 +196,27 @@ def write_dicom_seg(
         tracking_uid=hd.UID(),
         anatomic_regions=[codes.SCT.Lung],
     )
-    seg = hd.seg.Segmentation(
-        source_images=sources,
-        pixel_array=frames,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment],
-        series_instance_uid=hd.UID(),
-        series_number=9001,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="lungseg",
-        manufacturer_model_name="lungseg",
-        software_versions=__version__,
-        device_serial_number="0",
-        content_label="LUNGSEG",
-        content_description="lungseg lung tumour segmentation",
-        series_description="lungseg lung tumour",
-        omit_empty_frames=bool(frames.any()),
-    )
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=frames,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=[segment],
+            series_instance_uid=hd.UID(),
+            series_number=9001,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="lungseg",
+            manufacturer_model_name="lungseg",
+            software_versions=__version__,
+            device_serial_number="0",
+            content_label="LUNGSEG",
+            content_description="lungseg lung tumour segmentation",
+            series_description="lungseg lung tumour",
+            omit_empty_frames=bool(frames.any()),
+        )
+    except (AttributeError, ValueError) as exc:  # the source lacks what a SEG must copy
+        raise DataError(f"{series}: cannot make a DICOM SEG for this series ({exc})") from None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(".partial-" + path.name)

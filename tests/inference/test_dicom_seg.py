@@ -163,6 +163,25 @@ def test_a_slice_off_the_grid_is_refused(tmp_path):
     assert not list(tmp_path.glob("*.dcm")) and not list(tmp_path.glob(".partial-*"))
 
 
+def test_a_series_a_seg_cannot_reference_gets_one_line(tmp_path):
+    series = _blob_series(tmp_path / "series")
+    image, geometry = read_dicom_series(series)
+    for f in series.iterdir():  # a required attribute the SEG copies from its source
+        ds = pydicom.dcmread(f)
+        del ds.StudyInstanceUID
+        ds.save_as(f)
+    with pytest.raises(DataError, match="cannot make a DICOM SEG.*StudyInstanceUID") as caught:
+        write_dicom_seg(tmp_path / "s.dcm", image > 0, geometry.affine, series)
+    assert str(series) in str(caught.value) and "\n" not in str(caught.value)
+    for f in series.iterdir():  # one without a frame of reference cannot be placed at all
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f)
+    with pytest.raises(DataError, match="has no FrameOfReferenceUID"):
+        write_dicom_seg(tmp_path / "s.dcm", image > 0, geometry.affine, series)
+    assert not list(tmp_path.glob("*.dcm")) and not list(tmp_path.glob(".partial-*"))
+
+
 @pytest.mark.slow
 def test_predict_writes_the_seg_of_the_mask_beside_prob_and_overlay(
     tiny_trained, tiny_dataset, tmp_path
