@@ -92,7 +92,21 @@ def _verbosity(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``lungseg ARGV``; returns the exit status (:mod:`lungseg.exit_codes`)."""
+    """Run ``lungseg ARGV``; returns the exit status (:mod:`lungseg.exit_codes`).
+
+    Usage errors, ``--help`` and ``--version`` exit through :class:`SystemExit` as argparse
+    makes them; a closed stdout (``lungseg plugins | head -1``) ends quietly with 141.
+    """
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in Python's exit
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.debug = args.debug or getattr(args, "debug_after", False)
@@ -111,8 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.log.error("lungseg: interrupted")
         return exit_codes.INTERRUPTED
-    except BrokenPipeError:
-        return _closed_pipe()
 
 
 def _closed_pipe() -> int:

@@ -110,17 +110,26 @@ def test_ctrl_c_is_130_without_a_traceback(tmp_path):
     assert stderr.strip() == "lungseg: interrupted" and stdout == ""
 
 
-def test_a_closed_stdout_is_141_and_silent():
+def _with_closed_stdout(*args: str) -> subprocess.CompletedProcess:
     read, write = os.pipe()
     os.close(read)  # the reader is gone before lungseg writes its first line
     try:
-        proc = subprocess.run(
-            [*LUNGSEG, "plugins"], stdout=write, stderr=subprocess.PIPE, timeout=120
-        )
+        return subprocess.run([*LUNGSEG, *args], stdout=write, stderr=subprocess.PIPE, timeout=120)
     finally:
         os.close(write)
+
+
+def test_a_closed_stdout_is_141_and_silent():
+    proc = _with_closed_stdout("plugins")
     assert proc.returncode == exit_codes.BROKEN_PIPE
     assert proc.stderr == b""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["predict", "--help"]])
+def test_help_into_a_closed_pipe_is_silent(args):
+    proc = _with_closed_stdout(*args)
+    assert proc.stderr == b""
+    assert proc.returncode in (exit_codes.OK, exit_codes.BROKEN_PIPE)  # argparse ignores it
 
 
 def test_plugins_piped_into_head_prints_no_traceback():
