@@ -125,7 +125,7 @@ class Resample:
         scale = [1.0 / a for a in info["scale"]]
         shift = [-b / a for a, b in zip(info["scale"], info["shift"], strict=True)]
         interp = cv2.INTER_NEAREST if is_label else cv2.INTER_LINEAR
-        out = _warp(array, scale, shift, tuple(info["in_plane"]), interp, 0, None)
+        out = _warp(array, scale, shift, tuple(info["in_plane"]), interp, 0, None, fortran=True)
         x0, x1, y0, y1 = info["box"]  # the step kept nothing outside the box: neither does this
         out[:x0], out[x1:], out[:, :y0], out[:, y1:] = 0, 0, 0, 0
         return out
@@ -165,33 +165,47 @@ def _warp(
     interp: int,
     border: float,
     box: list[int] | None,
+    *,
+    fortran: bool = False,
 ) -> np.ndarray:
     """Every ``out[i, j, k] = array[scale[0] i + shift[0], scale[1] j + shift[1], k]``.
 
     Pixels mapped outside ``array`` (or outside ``box = [x0, x1, y0, y1]``) get ``border``.
 
+    Args:
+        fortran: return NIfTI's layout (Fortran order, so the writer copies no voxel) rather
+            than the store's. Each slice is warped as without it (OpenCV's fixed-point
+            positions differ between a slice and its transpose) and transposed by OpenCV.
+
     Returns:
-        An ``(*shape, Z)`` view of a C-contiguous ``(Z, *shape)`` buffer (the store's layout).
+        An ``(*shape, Z)`` view of a C-contiguous ``(Z, *shape)`` buffer (the store's layout),
+        or with ``fortran`` a Fortran-ordered array.
     """
     if array.dtype == np.bool_:
-        return _warp(array.view(np.uint8), scale, shift, shape, interp, border, box).astype(bool)
+        out = _warp(array.view(np.uint8), scale, shift, shape, interp, border, box, fortran=fortran)
+        return out.astype(bool)
     if box is not None:
         array = array[box[0] : box[1], box[2] : box[3]]
         shift = [shift[0] - box[0], shift[1] - box[2]]
     (ax, ay), (bx, by) = scale, shift
-    out = np.empty((array.shape[2], *shape), dtype=array.dtype)
-    for k in range(array.shape[2]):
+    z = array.shape[2]
+    out = np.empty((z, shape[1], shape[0]) if fortran else (z, *shape), dtype=array.dtype)
+    for k in range(z):
         src = array[:, :, k]
         if src.T.flags.c_contiguous and not src.flags.c_contiguous:  # a Fortran-ordered slice:
             matrix = np.array([[ax, 0, bx], [0, ay, by]])  # warp its transpose, rows along y
             warped = _cv_warp(src.T, matrix, (shape[0], shape[1]), interp, border)
-            out[k] = warped.T
+            transposed = True
         else:
             matrix = np.array([[ay, 0, by], [0, ax, bx]])  # OpenCV's x is the column (our y)
-            out[k] = _cv_warp(
-                np.ascontiguousarray(src), matrix, (shape[1], shape[0]), interp, border
-            )
-    return out.transpose(1, 2, 0)
+            src = np.ascontiguousarray(src)
+            warped = _cv_warp(src, matrix, (shape[1], shape[0]), interp, border)
+            transposed = False
+        if transposed == fortran:
+            out[k] = warped
+        else:
+            cv2.transpose(warped, dst=out[k])
+    return out.transpose(2, 1, 0) if fortran else out.transpose(1, 2, 0)
 
 
 def _cv_warp(src: np.ndarray, matrix: np.ndarray, dsize, interp: int, border: float) -> np.ndarray:

@@ -74,6 +74,29 @@ def test_invert_returns_the_original_grid_and_mask(shape, spacing, params):
         assert np.abs(shift).max() < max(want)
 
 
+@pytest.mark.parametrize("layout", ["slices", "fortran"])
+def test_invert_writes_niftis_layout_with_the_same_values_as_per_slice_warps(layout):
+    """The inverse comes out in Fortran order (no transposing copy when written), and its
+    values are exactly those of warping each slice as the store's layout does."""
+    from lungseg.plugins.resample import _warp
+
+    volume = _blobs((45, 38, 6), (0.7, 0.9))
+    step = _step(spacing=1.1, size=[30, 36], lungs=False)
+    _, info = step.apply(volume)
+    probs = np.random.default_rng(7).random((6, 30, 36), dtype=np.float32)  # (n, H, W)
+    grid = np.moveaxis(probs, 0, 2)
+    if layout == "fortran":
+        grid = np.asfortranarray(grid)
+    scale = [1.0 / a for a in info["scale"]]
+    shift = [-b / a for a, b in zip(info["scale"], info["shift"], strict=True)]
+    for array, is_label, interp in ((grid, False, 1), ((grid > 0.7).astype(np.uint8), True, 0)):
+        back = step.invert(array, info, is_label=is_label)
+        assert back.shape == (45, 38, 6) and back.flags.f_contiguous
+        want = _warp(array, scale, shift, (45, 38), interp, 0, None)  # the store's layout
+        assert not want.flags.f_contiguous
+        np.testing.assert_array_equal(back, want)
+
+
 def test_padding_at_the_input_spacing_inverts_exactly():
     volume = _blobs((37, 29, 5), (0.8, 0.8))
     step = _step(spacing=0.8, size=[48, 40])
