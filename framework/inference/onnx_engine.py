@@ -82,6 +82,13 @@ def onnx_session(path: str | os.PathLike, device: str | None = None) -> tuple[An
         )
     if not path.is_file():
         raise CheckpointError(f"{path}: ONNX model not found")
+    with open(path, "rb") as handle:
+        if handle.read(4) == b"PK\x03\x04":  # a zip: torch.save's format
+            raise CheckpointError(
+                f"{path}: a PyTorch file, not an ONNX model; predict it with --engine torch, "
+                f"or export it first: lungseg export --checkpoint {path} --format onnx --out "
+                "MODEL.onnx"
+            )
     providers, _ = _providers(device)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: lungseg reports what matters itself

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+from lungseg.core.build import assemble
 from lungseg.core.errors import CheckpointError, RecipeError
+from lungseg.core.recipe import recipe_from_dict
 from lungseg.inference.export import export
 from lungseg.inference.predict import predict
 
@@ -65,6 +68,30 @@ def test_onnx_engine_predicts_the_checkpoints_probabilities_and_masks(
 
 
 @pytest.mark.slow
+def test_a_network_with_slice_context_predicts_alike_through_onnx(tiny_trained, scan, tmp_path):
+    _, best = tiny_trained
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    ckpt["lungseg"]["recipe"]["data"]["context"] = 1  # three slices in: new, untrained weights
+    torch.manual_seed(0)
+    module = assemble(recipe_from_dict(ckpt["lungseg"]["recipe"])).module()
+    ckpt["state_dict"] = module.state_dict()
+    source = tmp_path / "context.ckpt"
+    torch.save(ckpt, source)
+    model, card = export(source, "onnx", tmp_path / "context.onnx")
+    assert json.loads(card.read_text())["input"]["shape"] == ["N", 3, 32, 32]
+    _, ref_probs, _ = _outputs(predict(source, [scan], tmp_path / "first", prob=True))
+    threshold = float(np.quantile(ref_probs, 0.99))
+    runs = {}
+    for engine, path in (("torch", source), ("onnx", model)):
+        out = tmp_path / engine
+        report = predict(path, [scan], out, prob=True, threshold=threshold, engine=engine)
+        runs[engine] = _outputs(report)[:2]
+    np.testing.assert_allclose(runs["onnx"][1], runs["torch"][1], atol=1e-4)
+    assert runs["torch"][0].any()
+    np.testing.assert_array_equal(runs["onnx"][0], runs["torch"][0])
+
+
+@pytest.mark.slow
 def test_onnx_engine_uses_the_embedded_recipes_settings(tiny_trained, tiny_onnx, scan, tmp_path):
     _, best = tiny_trained
     torch_mask, _, _ = _outputs(predict(best, [scan], tmp_path / "t", prob=True))
@@ -107,9 +134,11 @@ def test_files_that_are_not_lungseg_onnx_exports_are_refused(tiny_dataset, tmp_p
     torch.onnx.export(conv, (torch.zeros(1, 1, 8, 8),), str(foreign))
     ort.InferenceSession(str(foreign))  # a valid ONNX model, just not lungseg's
     (tmp_path / "text.onnx").write_text("not a model")
+    torch.save({"state_dict": {}}, tmp_path / "best.ckpt")
     cases = [
         (foreign, "an ONNX model without lungseg metadata"),
         (tmp_path / "text.onnx", "not a usable ONNX model"),
+        (tmp_path / "best.ckpt", "a PyTorch file, not an ONNX model; predict it with --engine"),
         (tmp_path / "missing.onnx", "missing.onnx: ONNX model not found"),
         (tmp_path, "a folder; --engine onnx takes .onnx files"),
     ]
