@@ -153,6 +153,7 @@ def test_the_walk_catches_an_option_without_help_or_default():
         ("synth", ["(default: 16)", "(default: easy)"]),
         ("evaluate", ["--split {val,test,train}", "(default: val)", "checkpoints/best.ckpt"]),
         ("predict", ["evaluate.threshold", "(default: torch)", "(default: nifti)"]),
+        ("run", ["[--resume | --overwrite]", "continues from its last.ckpt"]),
     ],
 )
 def test_command_help_shows_defaults(command, words):
