@@ -31,6 +31,7 @@ from torch import nn
 from lungseg.core.console import log
 from lungseg.core.errors import CheckpointError, OutputError, RecipeError
 from lungseg.inference.model_card import (
+    FORMATS,
     INPUT_NAME,
     OUTPUT_NAME,
     TORCHSCRIPT_CARD,
@@ -41,8 +42,6 @@ from lungseg.inference.model_card import (
 
 __all__ = ["FORMATS", "export"]
 
-FORMATS = ("onnx", "torchscript")
-"""What ``lungseg export --format`` writes."""
 OPSET = 18
 """The ONNX opset written (onnxruntime 1.14 and later, TensorRT 8.6 and later run it)."""
 ATOL = 1e-4

@@ -22,11 +22,13 @@ from lungseg.core.errors import CheckpointError
 from lungseg.core.recipe import Recipe
 
 __all__ = [
+    "FORMATS",
     "INPUT_NAME",
     "MARK",
     "OUTPUT_NAME",
     "card_from_metadata",
     "input_size",
+    "is_card",
     "is_lungseg_export",
     "model_card",
     "sidecar",
@@ -36,6 +38,8 @@ MARK = "lungseg_version"
 """The card key every lungseg export has (the lungseg version that wrote it)."""
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+FORMATS = ("onnx", "torchscript")
+"""What ``lungseg export --format`` writes."""
 TORCHSCRIPT_CARD = "lungseg.json"
 """The card's name among a TorchScript archive's extra files."""
 
@@ -138,6 +142,11 @@ def card_from_metadata(metadata: dict[str, str], path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: its lungseg metadata is unreadable ({exc})") from None
 
 
+def is_card(card: Any) -> bool:
+    """Whether ``card`` is an export's model card (a checkpoint's JSON sidecar is not)."""
+    return isinstance(card, dict) and MARK in card and card.get("format") in FORMATS
+
+
 def is_lungseg_export(path: Path) -> bool:
     """Whether ``path`` is a file ``lungseg export`` wrote (a model or its card)."""
     try:
@@ -145,10 +154,10 @@ def is_lungseg_export(path: Path) -> bool:
             with zipfile.ZipFile(path) as archive:
                 return any(n.endswith(f"/extra/{TORCHSCRIPT_CARD}") for n in archive.namelist())
         if path.name.endswith(".json"):
-            return MARK in json.loads(path.read_text(encoding="utf-8"))
+            return is_card(json.loads(path.read_text(encoding="utf-8")))
         import onnx
 
         model = onnx.load(str(path), load_external_data=False)
-        return any(prop.key == MARK for prop in model.metadata_props)
+        return is_card({prop.key: json.loads(prop.value) for prop in model.metadata_props})
     except Exception:
         return False

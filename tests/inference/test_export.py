@@ -121,6 +121,15 @@ def test_existing_outputs_are_replaced_only_with_overwrite_and_only_when_lungseg
     with pytest.raises(OutputError, match="is the checkpoint itself"):
         export(best, "onnx", best, overwrite=True)
     assert best.read_bytes() == before
+    # --out checkpoints/best would put the card on the checkpoint's own best.json
+    run = tmp_path / "checkpoints"
+    run.mkdir()
+    for name in ("best.ckpt", "best.json"):
+        (run / name).write_bytes((best.parent / name).read_bytes())
+    with pytest.raises(OutputError, match="best.json: exists and lungseg did not export it"):
+        export(run / "best.ckpt", "onnx", run / "best", overwrite=True)
+    assert (run / "best.json").read_bytes() == (best.parent / "best.json").read_bytes()
+    assert sorted(p.name for p in run.iterdir()) == ["best.ckpt", "best.json"]
 
 
 def test_bad_requests_fail_with_one_clear_line(tmp_path, monkeypatch):
