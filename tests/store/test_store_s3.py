@@ -81,6 +81,7 @@ def test_write_and_read_a_store_on_s3(s3_options):
     np.testing.assert_array_equal(got_mask, mask)
     uncached = SliceStore(url, s3_options, cache_bytes=0)
     slice_image, slice_mask = uncached.read_slice("lung_001", 3)
+    assert uncached._handles("lung_001").fast is None  # a URL is read through zarr
     np.testing.assert_array_equal(slice_image, got_image[3])
     np.testing.assert_array_equal(slice_mask, mask[3])
     np.testing.assert_array_equal(again.tumor_pixels("lung_001"), mask.reshape(5, -1).sum(1))

@@ -128,3 +128,24 @@ def test_data_module_stacks_the_recipes_context(tiny_recipe):
     stored, _ = store.read_case(case)
     np.testing.assert_array_equal(images[0].numpy(), stored[[0, 0, 0, 1, 2]])  # ends repeated
     np.testing.assert_array_equal(images[3].numpy(), stored[[1, 2, 3, 4, 5]])
+
+
+@pytest.mark.parametrize("context", [0, 2])
+def test_items_are_the_callers_own_and_leave_the_store_cache_alone(tmp_path, context):
+    store = SliceStore(str(tmp_path / "s.zarr"))  # cached: items come from the decoded case
+    store.initialise([], "h", overwrite=False)
+    rng = np.random.default_rng(0)
+    image = rng.random((6, 16, 16), dtype=np.float32)
+    mask = (rng.random((6, 16, 16)) > 0.7).astype(np.uint8)
+    store.write_case("a", image, mask, {"trace": []})
+    before = [a.copy() for a in store.read_case("a")]
+    augment = build_augment(AugmentConfig(p=1.0, rotate=30, translate=0.1), seed=1)
+    for transform in (None, augment):
+        dataset = SliceDataset(store, ["a"], transform, context=context)
+        for i in range(len(dataset)):
+            item_image, item_mask = dataset[i]
+            item_image += 100.0  # callers (and augmentation) may write into their items
+            item_mask += 1.0
+    assert store.cached_bytes() > 0
+    for got, want in zip(store.read_case("a"), before, strict=True):
+        np.testing.assert_array_equal(got, want)
