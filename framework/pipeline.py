@@ -25,6 +25,7 @@ from lungseg.core import console
 from lungseg.core.build import Parts, assemble
 from lungseg.core.errors import OutputError
 from lungseg.core.recipe import Recipe
+from lungseg.core.recipe_trackers import check_trackers
 from lungseg.data.msd import find_cases
 from lungseg.data.sources import prepare_source
 from lungseg.inference.evaluate import evaluate
@@ -59,6 +60,7 @@ def run(recipe: Recipe | Parts, *, overwrite: bool = False, resume: bool = False
         )
     parts = assemble(recipe)
     recipe = parts.recipe
+    check_trackers(recipe)  # a missing tracker package, before any data is fetched
     folds = recipe.split.folds
     if launch_rank() != 0:
         # A DDP worker: rank 0 prepares the data, evaluates and predicts.

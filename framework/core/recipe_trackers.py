@@ -8,12 +8,17 @@ unchanged; :mod:`lungseg.training.trackers` builds the loggers.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from lungseg.core.errors import RecipeError
 from lungseg.core.recipe_schema import require
 
-__all__ = ["MlflowConfig", "WandbConfig", "WandbMode"]
+if TYPE_CHECKING:
+    from lungseg.core.recipe import Recipe
+
+__all__ = ["TRACKERS", "MlflowConfig", "WandbConfig", "WandbMode", "check_trackers"]
 
 WandbMode = Literal["online", "offline", "disabled"]
 """``trainer.wandb.mode``: W&B's own run modes."""
@@ -59,3 +64,24 @@ class WandbConfig:
 
     def __post_init__(self) -> None:
         _not_blank(self.project, "project")
+
+
+#: ``trainer.loggers`` entries that need an optional package: name -> (module, extra).
+TRACKERS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
+
+
+def check_trackers(recipe: Recipe) -> None:
+    """Refuse trackers whose package is not installed (checked without importing them).
+
+    Raises:
+        RecipeError: naming ``trainer.loggers`` and the extra to install.
+    """
+    for name in recipe.trainer.loggers:
+        if name not in TRACKERS:
+            continue
+        module, extra = TRACKERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise RecipeError(
+                f"{recipe.source_file}: trainer.loggers: {name!r} needs the {module} package, "
+                f"which is not installed; pip install 'lungseg[{extra}]' (or drop {name})"
+            )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import os
 import tempfile
 from collections.abc import Iterator
@@ -30,28 +29,9 @@ from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, WandbLogg
 from lungseg.core.console import log
 from lungseg.core.errors import RecipeError
 from lungseg.core.recipe import MONITOR, Recipe
+from lungseg.core.recipe_trackers import TRACKERS, check_trackers
 
 __all__ = ["TRACKERS", "TrackerArtifacts", "check_trackers", "flat_params", "tracker_loggers"]
-
-#: ``trainer.loggers`` entries that need an optional package: name -> (module, extra).
-TRACKERS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
-
-
-def check_trackers(recipe: Recipe) -> None:
-    """Refuse trackers whose package is not installed (checked without importing them).
-
-    Raises:
-        RecipeError: naming ``trainer.loggers`` and the extra to install.
-    """
-    for name in recipe.trainer.loggers:
-        if name not in TRACKERS:
-            continue
-        module, extra = TRACKERS[name]
-        if importlib.util.find_spec(module) is None:
-            raise RecipeError(
-                f"{recipe.source_file}: trainer.loggers: {name!r} needs the {module} package, "
-                f"which is not installed; pip install 'lungseg[{extra}]' (or drop {name})"
-            )
 
 
 def flat_params(recipe: Recipe) -> dict[str, Any]:

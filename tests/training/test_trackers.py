@@ -119,6 +119,12 @@ def test_a_missing_tracker_package_is_one_line_naming_the_extra(tiny_dataset, tm
     err = capsys.readouterr().err.strip()
     assert "pip install 'lungseg[wandb]'" in err and "\n" not in err and "Traceback" not in err
 
+    # `lungseg run` refuses it before preparing any data: no store is written.
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'lungseg[wandb]'" in err and "\n" not in err
+    assert not (tmp_path / "store.zarr").exists()
+
 
 @pytest.mark.parametrize(
     ("recipe_bar", "console_bars", "shown"),
