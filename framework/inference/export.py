@@ -43,7 +43,7 @@ from lungseg.inference.model_card import (
 __all__ = ["FORMATS", "export"]
 
 OPSET = 18
-"""The ONNX opset written (onnxruntime 1.14 and later, TensorRT 8.6 and later run it)."""
+"""The ONNX opset written (onnxruntime runs it from version 1.14)."""
 ATOL = 1e-4
 """Largest difference (relative to the logits' scale) allowed between exported and PyTorch."""
 
