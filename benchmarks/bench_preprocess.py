@@ -176,11 +176,12 @@ def bench_reads(seed_dir: Path, store_path: Path, reads: int) -> dict:
         rates.append(reads / (time.perf_counter() - t))
 
     uncached = SliceStore(str(store_path), cache_bytes=0)
-    few = max(50, reads // 10)
+    for case_id in uncached.cases():  # open each case once (metadata, shard index)
+        uncached.read_slice(case_id, 0)
     t = time.perf_counter()
-    for i in order[:few]:
+    for i in order:
         uncached.read_slice(*dataset.index[int(i)])
-    slice_reads = few / (time.perf_counter() - t)
+    slice_reads = len(order) / (time.perf_counter() - t)
     return {
         "seed": seed,
         "cold": rates[0],
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             f"   target >= 2x: {verdict(ratio >= 2)}"
         )
         print(
-            f"                    no cache (cache_bytes=0, one chunk a read) "
+            f"                    no cache (cache_bytes=0, one chunk a read, cases opened) "
             f"{reads['uncached']:7.0f} pairs/s ({reads['uncached'] / reads['seed']:.2f}x)"
         )
 
