@@ -171,9 +171,9 @@ class SliceStore(StoreWriting):
         """The whole case ``(image float32 (n, H, W), mask uint8 (n, H, W))``.
 
         The stored int16 steps are turned into float32 values once here, not on every slice
-        access. A case that fits ``cache_bytes`` is kept; the least
-        recently used cases are dropped to stay within the budget. The arrays may be the
-        cache's own: copy them before modifying them.
+        access. A case that fits ``cache_bytes`` is kept; the least recently used cases are
+        dropped to stay within the budget. The arrays may be the cache's own: copy them
+        before modifying them.
 
         Raises:
             DataError: no such complete case.
