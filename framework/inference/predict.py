@@ -129,7 +129,13 @@ def predict(
         claim_dir(out, "predictions", role="--out")
     report = PredictReport(failed=failed, timings=predictor.timings)
     used: dict[str, Path] = {}
-    bar = progress(zip(scans, plans, strict=True), desc="predict", total=len(scans), unit="scan")
+    bar = progress(
+        zip(scans, plans, strict=True),
+        desc="predict",
+        total=len(scans),
+        unit="scan",
+        mininterval=0,  # a scan takes seconds: show every one
+    )
     for scan, plan in bar:
         try:
             if scan.stem in used:
@@ -151,7 +157,7 @@ def _plan(
     if output_format == "dicom-seg":
         mask = out / f"{scan.stem}.dcm"
     else:
-        mask = out / (f"{scan.stem}.nii.gz" if scan.dicom else scan.path.name)
+        mask = out / f"{scan.stem}{scan.suffix}"
     plan = [mask]
     if prob:
         plan.append(out / f"{scan.stem}_prob.nii.gz")

@@ -9,6 +9,8 @@ from pathlib import Path
 from lungseg.data.dicom import series_ids
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+CHANNEL_SUFFIX = "_0000"
+"""nnU-Net's suffix for the first (here: the only, CT) channel of an image file."""
 
 
 @dataclass(frozen=True)
@@ -20,12 +22,22 @@ class ScanInput:
 
     @property
     def stem(self) -> str:
-        """The output name without extension (``lung_006`` for ``lung_006.nii.gz``)."""
+        """The output name without extension (``lung_006`` for ``lung_006.nii.gz``).
+
+        nnU-Net's channel suffix is dropped as nnU-Net does (``lung_006_0000.nii.gz`` gives
+        ``lung_006``), so masks are named after the case, like the labels in ``labelsTr``.
+        """
         name = self.path.name
         for suffix in NIFTI_SUFFIXES:
             if name.endswith(suffix):
-                return name[: -len(suffix)]
+                name = name[: -len(suffix)]
+                return name[: -len(CHANNEL_SUFFIX)] if name.endswith(CHANNEL_SUFFIX) else name
         return name
+
+    @property
+    def suffix(self) -> str:
+        """The NIfTI extension of the input (``.nii.gz`` or ``.nii``); ``.nii.gz`` for DICOM."""
+        return next((s for s in NIFTI_SUFFIXES if self.path.name.endswith(s)), ".nii.gz")
 
 
 def expand_inputs(inputs: list[str | os.PathLike]) -> tuple[list[ScanInput], dict[str, str]]:

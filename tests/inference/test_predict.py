@@ -286,3 +286,24 @@ def test_a_progress_bar_counts_scans_on_a_terminal_only(
     predict(best, [scan, twin], tmp_path / "shown")
     err = capsys.readouterr().err
     assert "predict:" in err and "2/2" in err and "scan" in err, err
+
+
+@pytest.mark.slow
+def test_nnunet_channel_suffix_is_dropped_from_mask_names(tiny_trained, tiny_dataset, tmp_path):
+    """``imagesTs/lung_006_0000.nii.gz`` gives ``lung_006.nii.gz``, as nnU-Net names it."""
+    _, best = tiny_trained
+    images = tmp_path / "imagesTs"
+    images.mkdir()
+    scan = nib.load(str(_scan(tiny_dataset)))
+    nib.save(scan, str(images / "lung_006_0000.nii.gz"))
+    nib.save(scan, str(images / "lung_007_0000.nii"))
+    report = predict(best, [images], tmp_path / "out", prob=True)
+    assert not report.failed, report.failed
+    names = sorted(p.name for p in report.written + report.extra)
+    assert names == [
+        "lung_006.nii.gz",
+        "lung_006_prob.nii.gz",
+        "lung_007.nii",
+        "lung_007_prob.nii.gz",
+    ]
+    assert nib.load(str(tmp_path / "out" / "lung_007.nii")).shape == scan.shape
