@@ -389,3 +389,21 @@ def test_the_lung_finder_keeps_air_inside_the_body_slice_by_slice():
         np.testing.assert_array_equal(air_inside_body(image[:, :, k], -400.0), found[:, :, k])
     with pytest.raises(ValueError, match="expected an"):
         air_inside_body(image[0, 0], -400.0)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "slices"])
+def test_uncrop_keeps_the_memory_layout_and_zeroes_only_the_dropped_slices(layout):
+    from lungseg.preprocess.chain import uncrop_slices
+
+    kept = np.arange(1, 1 + 6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
+    array = {
+        "C": np.ascontiguousarray(kept),
+        "F": np.asfortranarray(kept),
+        "slices": np.moveaxis(np.ascontiguousarray(np.moveaxis(kept, 2, 0)), 0, 2),
+    }[layout]
+    out = uncrop_slices(array, {"start": 3, "stop": 7, "depth": 9})
+    assert out.shape == (6, 5, 9) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :, 3:7], kept)
+    assert not out[:, :, :3].any() and not out[:, :, 7:].any()
+    order = np.argsort(array.strides)
+    np.testing.assert_array_equal(np.argsort(out.strides), order)  # the same layout
