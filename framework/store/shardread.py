@@ -1,7 +1,7 @@
 """Reading a sharded Zarr v3 array on a local disk without zarr-python: one chunk per slice.
 
 zarr-python opens a shard, reads and checks its index and runs its codec pipeline on every
-read, about 2 ms per slice; the slice itself decodes in under 0.1 ms.
+read, about 1 ms per slice; the slice itself decodes in under 0.1 ms.
 :class:`ShardedArray` reads the array's ``zarr.json`` once, keeps each shard's index and an
 open file, and serves a slice with one ``pread`` of that chunk's bytes and one Blosc decode.
 It reads the same files zarr-python writes (Zarr v3 ``sharding_indexed``), and
