@@ -7,6 +7,7 @@ step runs at toy sizes on the CPU through the same code.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +26,14 @@ def _module(name: str):
     return module
 
 
-def _script(*args: str, **kwargs) -> subprocess.CompletedProcess:
+def _script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "LUNGSEG_WHEELS"}
     return subprocess.run(
         ["bash", str(BENCH / "gpu_check.sh"), *args],
         capture_output=True,
         text=True,
-        timeout=kwargs.pop("timeout", 300),
-        **kwargs,
+        timeout=timeout,
+        env=env,
     )
 
 
