@@ -160,7 +160,7 @@ def test_run_writes_every_output_and_predict_keeps_geometry(
         errors="replace",
         timeout=300,
     )
-    assert mixed.returncode == 2
+    assert mixed.returncode == 4  # some inputs failed, the others were written
     assert "bad.nii.gz" in mixed.stderr and "Traceback" not in mixed.stderr
     assert (tmp_path / "pred2" / "lung_006.nii.gz").is_file()
 
