@@ -188,10 +188,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--format",
-        choices=["nifti", "dicom-seg"],
+        choices=["nifti", "nii", "dicom-seg"],
         default="nifti",
-        help="mask format: nifti (<name>.nii.gz in the scan's geometry) or dicom-seg "
-        "(a DICOM SEG object; needs a DICOM series input) (default: %(default)s)",
+        help="mask format: nifti (<name>.nii.gz in the scan's geometry), nii (the same, "
+        "uncompressed: no deflate time) or dicom-seg (a DICOM SEG object; needs a DICOM series "
+        "input) (default: %(default)s)",
     )
     _add_overwrite(p, "replace masks that an earlier predict wrote in --out")
     p.set_defaults(func=cmd_predict)

@@ -107,7 +107,7 @@ class StoreConfig:
 
     path: str = "data/store.zarr"
     storage_options: dict[str, Any] = field(default_factory=dict)
-    cache_bytes: int = 2 * 1024**3
+    cache_bytes: int = 256 * 1024**2  # local reads are fast uncached (docs/store.md)
 
     def __post_init__(self) -> None:
         rule = ">= 0 (0 turns the cache off)"

@@ -32,9 +32,10 @@ from lungseg.inference.scans import ScanInput, dicom_only, expand_inputs
 
 ENGINES = ("torch", "onnx")
 """What runs the network: ``torch`` (a ``.ckpt``) or ``onnx`` (a ``lungseg export`` ``.onnx``)."""
-OUTPUT_FORMATS = ("nifti", "dicom-seg")
-"""How masks are written: ``nifti`` (``<name>.nii.gz`` in the scan's geometry) or
-``dicom-seg`` (``<name>.dcm``, a DICOM Segmentation of a DICOM series input)."""
+OUTPUT_FORMATS = ("nifti", "nii", "dicom-seg")
+"""How masks are written: ``nifti`` (``<name>.nii.gz`` in the scan's geometry, ``.nii`` for a
+``.nii`` input), ``nii`` (uncompressed ``<name>.nii`` and ``<name>_prob.nii``: no deflate
+time) or ``dicom-seg`` (``<name>.dcm``, a DICOM Segmentation of a DICOM series input)."""
 
 
 @dataclass
@@ -154,13 +155,14 @@ def _plan(
     scan: ScanInput, out: Path, prob: bool, overlay: bool, output_format: str = "nifti"
 ) -> list[Path]:
     """The files predicting ``scan`` writes: the mask, then the optional probabilities, overlay."""
+    nifti = ".nii" if output_format == "nii" else ".nii.gz"
     if output_format == "dicom-seg":
         mask = out / f"{scan.stem}.dcm"
     else:
-        mask = out / f"{scan.stem}{scan.suffix}"
+        mask = out / f"{scan.stem}{'.nii' if output_format == 'nii' else scan.suffix}"
     plan = [mask]
     if prob:
-        plan.append(out / f"{scan.stem}_prob.nii.gz")
+        plan.append(out / f"{scan.stem}_prob{nifti}")
     if overlay:
         plan.append(out / f"{scan.stem}_overlay.png")
     return plan
@@ -208,7 +210,7 @@ def _predict_one(
             )
         report.written.append(written)
         for path in extras:
-            if path.name.endswith("_prob.nii.gz"):
+            if path.name.endswith(("_prob.nii.gz", "_prob.nii")):
                 report.extra.append(
                     write_nifti(path, result.probs, affine=geometry.affine, reference=reference)
                 )

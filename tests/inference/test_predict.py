@@ -307,3 +307,18 @@ def test_nnunet_channel_suffix_is_dropped_from_mask_names(tiny_trained, tiny_dat
         "lung_007_prob.nii.gz",
     ]
     assert nib.load(str(tmp_path / "out" / "lung_007.nii")).shape == scan.shape
+
+
+@pytest.mark.slow
+def test_format_nii_writes_uncompressed_masks_equal_to_the_gzipped_ones(
+    tiny_trained, tiny_dataset, tmp_path
+):
+    _, best = tiny_trained
+    scan = _scan(tiny_dataset)
+    gz = predict(best, [scan], tmp_path / "gz", threshold=0.45, prob=True)
+    raw = predict(best, [scan], tmp_path / "raw", threshold=0.45, prob=True, output_format="nii")
+    assert [p.name for p in raw.written + raw.extra] == ["lung_006.nii", "lung_006_prob.nii"]
+    assert (tmp_path / "raw" / "lung_006.nii").read_bytes()[:2] != b"\x1f\x8b"  # not gzip
+    for a, b in zip(gz.written + gz.extra, raw.written + raw.extra, strict=True):
+        np.testing.assert_array_equal(np.asarray(nib.load(a).dataobj), nib.load(b).dataobj)
+        np.testing.assert_allclose(nib.load(a).affine, nib.load(b).affine)
