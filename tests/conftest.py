@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,22 @@ import yaml
 
 from lungseg.core.recipe import Recipe, load_recipe
 from lungseg.data.synth import write_dataset
+
+LUNGSEG = [sys.executable, "-m", "lungseg"]
+"""The command line, run as a user runs it (a fresh interpreter)."""
+
+
+def lungseg(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``lungseg ARGS`` in a subprocess; output captured as text."""
+    return subprocess.run(
+        [*LUNGSEG, *args],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        cwd=cwd,
+        timeout=300,
+    )
+
 
 SHARED_CT = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "real-ct" / "abdomen_ct.nii.gz"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -13,16 +11,7 @@ import pytest
 
 from lungseg.cli import main
 
-
-def lungseg(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lungseg", *args],
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        cwd=cwd,
-        timeout=300,
-    )
+from .conftest import lungseg
 
 
 def test_plugins_lists_every_kind_with_provider_and_parameters():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -21,18 +20,7 @@ from lungseg.core.errors import (
     RecipeError,
 )
 
-LUNGSEG = [sys.executable, "-m", "lungseg"]
-
-
-def lungseg(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*LUNGSEG, *args],
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        cwd=cwd,
-        timeout=300,
-    )
+from .conftest import LUNGSEG, lungseg
 
 
 def test_the_codes_are_distinct_and_the_errors_map_onto_them():

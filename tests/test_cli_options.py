@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -12,18 +10,7 @@ import yaml
 from lungseg import __version__, exit_codes
 from lungseg.cli import _subparsers, build_parser, main
 
-from .conftest import tiny_recipe_dict
-
-
-def lungseg(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lungseg", *args],
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        cwd=cwd,
-        timeout=300,
-    )
+from .conftest import lungseg, tiny_recipe_dict
 
 
 def test_version_prints_the_package_version():
