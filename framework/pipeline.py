@@ -126,7 +126,7 @@ def _train(parts: Parts, overwrite: bool, resume: bool) -> list[TrainResult]:
         where = "" if k is None else f" (fold {k})"
         if state == "finished":
             console.log.info(f"training{where}: finished earlier, kept")
-            folder = Path(one.recipe.output) / "checkpoints"
+            folder = Path(one.recipe.output).resolve() / "checkpoints"  # as train() gives
             rank0 = launch_rank() == 0
             results.append(
                 TrainResult(str(folder / BEST), str(folder / LAST), folder.parent, rank0)

@@ -73,7 +73,7 @@ def evaluation_done(recipe: Recipe, checkpoints: Sequence[str | Path]) -> bool:
     recorded = _read_json(metrics)
     expected = str(checkpoints[0]) if recipe.split.folds == 1 else str(recipe.output)
     newest = max(Path(c).stat().st_mtime_ns for c in checkpoints)
-    if recorded.get("checkpoint") == expected and metrics.stat().st_mtime_ns >= newest:
+    if _same_path(recorded.get("checkpoint"), expected) and metrics.stat().st_mtime_ns >= newest:
         return True
     raise OutputError(
         f"{metrics}: evaluates another or an older checkpoint than {expected}; replace it with "
@@ -104,6 +104,13 @@ def missing_predictions(
                 "with --resume"
             )
     return missing
+
+
+def _same_path(recorded: object, expected: str) -> bool:
+    """Whether a recorded path names ``expected`` (one may be relative, the other absolute)."""
+    if not isinstance(recorded, str) or not recorded:
+        return False
+    return recorded == expected or Path(recorded).resolve() == Path(expected).resolve()
 
 
 def _read_json(path: Path) -> dict:

@@ -72,6 +72,29 @@ def test_evaluation_done_only_for_the_same_and_newer_checkpoint(recipe):
     _age(run / "metrics.json", 60)  # best.ckpt changed since
     with pytest.raises(OutputError, match="--overwrite"):
         evaluation_done(recipe, [best])
+    (run / "metrics.json").write_text(json.dumps({"checkpoint": str(best.resolve())}))
+    assert evaluation_done(recipe, [best])
+
+
+def test_evaluation_done_when_the_recipe_names_its_output_relative_to_the_cwd(
+    tmp_path, monkeypatch
+):
+    """A run started with ``output: runs/x`` records absolute checkpoint paths."""
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_recipe_dict(Path("data"), Path("work"))
+    raw["output"] = "runs/x"
+    recipe = recipe_from_dict(raw, source="r.yaml")
+    best = _checkpoints(Path("runs/x"), 2, 0.5) / "best.ckpt"
+    (Path("runs/x") / "metrics.json").write_text(json.dumps({"checkpoint": str(best.resolve())}))
+    (Path("runs/x") / "per_case.csv").write_text("case,dice\n")
+    assert evaluation_done(recipe, [best])
+    assert evaluation_done(recipe, [best.resolve()])
+
+
+def test_evaluation_of_another_checkpoint_is_never_taken_as_done(recipe):
+    run = Path(recipe.output)
+    best = _checkpoints(run, 2, 0.5) / "best.ckpt"
+    (run / "per_case.csv").write_text("case,dice\n")
     (run / "metrics.json").write_text(json.dumps({"checkpoint": "other.ckpt"}))
     with pytest.raises(OutputError, match="another or an older checkpoint"):
         evaluation_done(recipe, [best])
