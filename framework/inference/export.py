@@ -142,10 +142,18 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would have made it, not 0600
         os.replace(tmp, path)
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _reference(network: nn.Module, batch: torch.Tensor) -> np.ndarray:

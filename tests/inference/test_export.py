@@ -159,3 +159,20 @@ def test_cli_export_writes_the_model_and_refuses_a_second_time(tiny_trained, tmp
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2
     assert "exists; pass --overwrite" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_exported_files_get_the_permissions_of_the_users_umask(tiny_trained, tmp_path):
+    """Written through a temporary file, yet readable by others as any new file is."""
+    import os
+    import stat
+
+    _, best = tiny_trained
+    old = os.umask(0o022)
+    try:
+        written = export(best, "torchscript", tmp_path / "shared.pt")
+    finally:
+        os.umask(old)
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
