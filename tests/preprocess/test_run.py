@@ -26,7 +26,7 @@ from lungseg.preprocess.chain import Chain
 from lungseg.preprocess.run import parse_shard, preprocess_case, run_preprocess
 from lungseg.store.slices import SliceStore
 
-from .test_chain import zoomed_case
+from .test_lung_crop import zoomed_case
 
 CHAIN = [
     {"name": "canonical"},
