@@ -17,6 +17,7 @@ from typing import Any
 from lungseg.core.errors import DataError
 
 __all__ = [
+    "CHANNEL_SUFFIX",
     "FILE_ENDINGS",
     "check_single_channel",
     "is_nnunet_index",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 FILE_ENDINGS = (".nii.gz", ".nii")
+CHANNEL_SUFFIX = "_0000"
+"""The suffix of the first (for CT, the only) channel's image files."""
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _CT_ONLY = "lungseg segments single-channel CT"
 

@@ -125,6 +125,23 @@ def _check_members(paths: list[Path]) -> Recipe:
         CheckpointError: unreadable checkpoint, or naming both checkpoints and what differs.
     """
     recipes = [stored_recipe(read_checkpoint(p, mmap=True), p) for p in paths]
+    return check_same_inputs(paths, recipes)
+
+
+def check_same_inputs(paths: Sequence[str | os.PathLike], recipes: Sequence[Recipe]) -> Recipe:
+    """Ensemble members (checkpoints or ONNX exports) must see the same slices.
+
+    Args:
+        paths: the members, for messages.
+        recipes: their recipes, in the same order.
+
+    Returns:
+        The first member's recipe.
+
+    Raises:
+        CheckpointError: naming both members and the preprocessing chains or ``data.context``
+            that differ.
+    """
     first = recipes[0]
     for path, other in zip(paths[1:], recipes[1:], strict=True):
         if other.preprocess_hash() != first.preprocess_hash():

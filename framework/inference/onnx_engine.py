@@ -165,21 +165,11 @@ def load_onnx_predictor(
             preprocessing chains or ``data.context``.
         RecipeError: onnxruntime missing, an unusable device, or an unknown postprocessor.
     """
-    from lungseg.inference.ensemble import Ensemble
+    from lungseg.inference.ensemble import Ensemble, check_same_inputs
 
     if not paths:
         raise CheckpointError("--checkpoint: name at least one .onnx file")
     members = [_member(Path(p), device) for p in paths]
-    first_net, recipe, _ = members[0]
-    for path, (_, other, _) in zip(paths[1:], members[1:], strict=True):
-        if (other.preprocess_hash(), other.data.context) != (
-            recipe.preprocess_hash(),
-            recipe.data.context,
-        ):
-            raise CheckpointError(
-                f"{paths[0]} and {path}: made with different preprocessing chains or "
-                "data.context; an ensemble averages members that see the same slices: leave "
-                "one out"
-            )
-    network = first_net if len(members) == 1 else Ensemble([m[0] for m in members])
+    recipe = check_same_inputs(paths, [m[1] for m in members])
+    network = members[0][0] if len(members) == 1 else Ensemble([m[0] for m in members])
     return Predictor.from_recipe(network, recipe, device="cpu", **settings)

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lungseg.data.dicom import series_ids
+from lungseg.data.nnunet import CHANNEL_SUFFIX
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-CHANNEL_SUFFIX = "_0000"
-"""nnU-Net's suffix for the first (here: the only, CT) channel of an image file."""
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger, WandbLogg
 from lungseg.core.console import log
 from lungseg.core.errors import RecipeError
 from lungseg.core.recipe import MONITOR, Recipe
-from lungseg.core.recipe_trackers import TRACKERS, check_trackers
+from lungseg.core.recipe_trackers import check_trackers
 
-__all__ = ["TRACKERS", "TrackerArtifacts", "check_trackers", "flat_params", "tracker_loggers"]
+__all__ = ["TrackerArtifacts", "flat_params", "tracker_loggers"]
 
 
 def flat_params(recipe: Recipe) -> dict[str, Any]:

@@ -32,13 +32,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from lungseg.core.build import Parts, assemble
 from lungseg.core.errors import CheckpointError, OutputError
 from lungseg.core.recipe import Recipe
+from lungseg.core.recipe_trackers import check_trackers
 from lungseg.core.safety import claim_dir
 from lungseg.training.checkpoint import check_matches, read_checkpoint, stored_recipe
 from lungseg.training.dataset import SliceDataModule
 from lungseg.training.folds import FoldSplitCheck, fold_parts
 from lungseg.training.module import SegmentationModule
 from lungseg.training.run_files import LAST, clear_checkpoints
-from lungseg.training.trackers import check_trackers
 from lungseg.training.trainer import build_trainer, keep_csv_history
 
 __all__ = ["TrainResult", "build_trainer", "launch_rank", "train", "train_folds"]

@@ -41,7 +41,7 @@ from lungseg.core.console import progress_enabled
 from lungseg.core.errors import RecipeError
 from lungseg.core.recipe import MONITOR, Recipe
 from lungseg.training.run_files import BEST, LAST, PARTIAL_SUFFIX, write_sidecar
-from lungseg.training.trackers import TrackerArtifacts, check_trackers, tracker_loggers
+from lungseg.training.trackers import TrackerArtifacts, tracker_loggers
 
 
 def build_checkpoints(recipe: Recipe, output: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
@@ -141,7 +141,6 @@ def build_loggers(recipe: Recipe, output: Path) -> list[Logger]:
     Raises:
         RecipeError: a tracker's package is missing, or MLflow refuses its tracking URI.
     """
-    check_trackers(recipe)  # before any logger creates a folder
     loggers: list[Logger] = []
     if "csv" in recipe.trainer.loggers:
         loggers.append(CSVLogger(output, name="logs", version=""))
